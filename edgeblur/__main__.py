@@ -1,0 +1,5 @@
+import sys
+
+from edgeblur.cli import main
+
+sys.exit(main())

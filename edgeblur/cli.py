@@ -1,0 +1,271 @@
+"""The `edgeblur` command. User errors end as one sentence on stderr and exit code 2.
+
+Exit codes: 0 success, 1 a bug (traceback printed), 2 a user error (bad input, config, missing
+model, existing output), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgeblur import __version__
+from edgeblur.errors import ConfigError, EdgeblurError
+
+log = logging.getLogger("edgeblur")
+
+
+def _set(d: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+# CLI flag → config key path; a flag left unset keeps the config file's value.
+BLUR_OVERRIDES = {
+    "thresh": "detect.faces.threshold",
+    "plate_thresh": "detect.plates.threshold",
+    "faces": "detect.faces.enabled",
+    "plates": "detect.plates.enabled",
+    "face_model": "detect.faces.model",
+    "face_family": "detect.faces.family",
+    "plate_model": "detect.plates.model",
+    "plate_family": "detect.plates.family",
+    "size": "detect.faces.input_width",
+    "plate_size": "detect.plates.input_width",
+    "stride": "detect.stride",
+    "track": "track.enabled",
+    "backfill": "track.backfill_frames",
+    "method": "anonymize.method",
+    "strength": "anonymize.strength",
+    "pad": "anonymize.face_pad",
+    "plate_pad": "anonymize.plate_pad",
+    "shape": "anonymize.face_shape",
+    "quality": "encode.crf",
+    "threads": "runtime.threads",
+}
+
+
+def job_config(args: argparse.Namespace):
+    from edgeblur.config import JobConfig, describe_error, load_yaml
+
+    data = load_yaml(args.config) if args.config else {}
+    if getattr(args, "boxes", False):
+        args.method = "boxes"
+    for attr, key in BLUR_OVERRIDES.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            _set(data, key, value)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            describe_error(err, str(args.config or "command line"), JobConfig)
+        ) from None
+
+
+def cmd_blur(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edgeblur.blur import FileAnonymizer, plan, write_sidecar
+    from edgeblur.build import build_anonymizer, build_detector
+
+    cfg = job_config(args)
+    jobs = plan(
+        [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
+    )
+    detector = build_detector(cfg.detect, cfg.runtime)
+    worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
+    if cfg.anonymize.method == "boxes":
+        log.warning(
+            "--boxes draws outlines: the output is NOT anonymized; use it only for checking"
+        )
+    quiet = args.quiet or not sys.stderr.isatty()
+    files = tqdm(jobs, unit="file", disable=quiet or len(jobs) == 1, file=sys.stderr)
+    bar = None
+
+    def progress(stage: str, n: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None or bar.desc != stage:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=False, file=sys.stderr)
+        bar.update(n - bar.n)
+
+    for job in files:
+        report = worker.run(job, progress)
+        if bar is not None:
+            bar.close()
+            bar = None
+        if args.json:
+            write_sidecar(report, job.dest.with_name(job.dest.name + ".json"))
+        print(
+            f"{job.src} -> {job.dest}: {report.frames} frame(s), "
+            f"{report.regions} region(s) hidden, "
+            f"{report.fps:.1f} fps"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default: the pinned sample clip, default models, into ./demo_anonymized.mp4."""
+    from edgeblur import assets
+
+    _spec, sample = assets.resolve("sample")
+    args.inputs = [str(sample)]
+    args.force = True  # the demo's own output, rewritten on every run
+    return cmd_blur(args)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from edgeblur import assets
+
+    rows = [("NAME", "ROLE", "LICENCE", "CACHED", "FILE")]
+    for spec, path, cached in assets.list_status():
+        rows.append((spec.name, spec.role, spec.licence, "yes" if cached else "no", str(path)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from edgeblur import assets
+
+    assets.pull(args.names or None, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgeblur",
+        description="Anonymize faces and licence plates in camera streams, videos and images.",
+    )
+    p.add_argument("--version", action="version", version=f"edgeblur {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="More log output (-vv: debug)."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("blur", help="Anonymize images, videos and folders.")
+    b.add_argument("inputs", nargs="+", help="Images, videos or folders (searched recursively).")
+    b.add_argument(
+        "-o",
+        "--output",
+        help="Output file, or folder for several inputs (default: NAME_anonymized.EXT).",
+    )
+    b.add_argument(
+        "-c", "--config", type=Path, help="YAML with runtime/detect/track/anonymize/encode."
+    )
+    b.add_argument(
+        "--thresh",
+        type=float,
+        help="Face score threshold (default 0.2); lower hides more, and more false positives.",
+    )
+    b.add_argument("--plate-thresh", type=float, help="Plate score threshold (default 0.2).")
+    b.add_argument(
+        "--faces",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Hide faces (default on).",
+    )
+    b.add_argument(
+        "--plates",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Hide plates (default on).",
+    )
+    b.add_argument(
+        "--face-model", help="Face model: name, role or .onnx path (default centerface)."
+    )
+    b.add_argument(
+        "--face-family",
+        choices=["centerface", "yolov8", "yolov5_face"],
+        help="Decoder of a face .onnx file.",
+    )
+    b.add_argument("--plate-model", help="Plate model: name or .onnx path (default yolov8n-plate).")
+    b.add_argument("--plate-family", choices=["yolov8"], help="Decoder of a plate .onnx file.")
+    b.add_argument(
+        "--size", type=int, help="Face detection width in px, multiple of 32 (default 640)."
+    )
+    b.add_argument("--plate-size", type=int, help="Plate detection width in px (default 640).")
+    b.add_argument(
+        "--stride", type=int, help="Detect every k-th video frame, track between (default 1)."
+    )
+    b.add_argument(
+        "--track",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Track between detections (default on).",
+    )
+    b.add_argument(
+        "--backfill",
+        type=int,
+        help="Also hide a track this many frames before it is first found (default 6).",
+    )
+    b.add_argument(
+        "--method", choices=["gaussian", "pixelate", "fill"], help="How to hide (default gaussian)."
+    )
+    b.add_argument(
+        "--strength", type=float, help="Blur sigma as a fraction of the region (default 0.25)."
+    )
+    b.add_argument("--shape", choices=["ellipse", "box"], help="Face mask shape (default ellipse).")
+    b.add_argument(
+        "--pad", type=float, help="Face padding per side, fraction of the box (default 0.15)."
+    )
+    b.add_argument("--plate-pad", type=float, help="Plate padding per side (default 0.1).")
+    b.add_argument(
+        "--boxes",
+        action="store_true",
+        help="Draw boxes instead of hiding (for checking; not anonymized).",
+    )
+    b.add_argument("--quality", type=int, help="Video CRF, 0-51, lower is better (default 20).")
+    b.add_argument("--threads", type=int, help="Inference threads per model (default: all cores).")
+    b.add_argument(
+        "--json",
+        action="store_true",
+        help="Write OUTPUT.json listing the hidden regions per frame.",
+    )
+    b.add_argument("-f", "--force", action="store_true", help="Overwrite existing outputs.")
+    b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
+    b.set_defaults(func=cmd_blur)
+
+    d = sub.add_parser("demo", help="Anonymize the bundled sample clip with the default models.")
+    d.add_argument("-o", "--output", default="demo_anonymized.mp4", help="Output video.")
+    d.set_defaults(func=cmd_demo, config=None, json=True, quiet=False)
+
+    m = sub.add_parser("models", help="List or fetch the pinned model files.")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", help="Show each model, its licence and whether it is cached.")
+    ml.set_defaults(func=cmd_models_list)
+    mp = msub.add_parser("pull", help="Download, verify and convert models (default: all).")
+    mp.add_argument("names", nargs="*", help="Model names or roles (face, plate).")
+    mp.add_argument("--force", action="store_true", help="Fetch again even if cached.")
+    mp.set_defaults(func=cmd_models_pull)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EdgeblurError as exc:
+        print(f"edgeblur: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeblur: interrupted; no partial output was kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Detector: the face and plate models of one configuration, run on a batch of frames.
+
+Sits between the Scheduler (or the file loop) and the Tracker: RGB images in, one
+``Detections`` per image out, boxes in original-frame pixels. Each role has its own model and
+runtime session; results of the roles are concatenated per image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeblur.models import Model, ModelSettings, build_model
+from edgeblur.runtime.base import Runtime, RuntimeSettings
+from edgeblur.types import Detections, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    """One detector role resolved to a file: which family decodes it and how."""
+
+    role: str  # "face" | "plate"
+    path: Path
+    family: str
+    settings: ModelSettings
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage since the last reset; the bench and metrics read these."""
+
+    preprocess: list[float] = field(default_factory=list)
+    inference: list[float] = field(default_factory=list)
+    postprocess: list[float] = field(default_factory=list)
+
+
+def _fixed_wh(runtime: Runtime, name: str) -> tuple[int, int] | None:
+    shape = runtime.input_shape(name)
+    h, w = shape[2], shape[3]
+    return (w, h) if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0 else None
+
+
+class Detector:
+    """All roles of one configuration; one owner thread calls ``detect``."""
+
+    def __init__(
+        self, roles: list[RoleSpec], runtime_settings: RuntimeSettings = RuntimeSettings()
+    ):
+        from edgeblur.runtime.onnxruntime import OnnxRuntime  # the only runtime on CPU boxes
+
+        self.roles = roles
+        self.times = StageTimes()
+        self._pairs: list[tuple[RoleSpec, Model, Runtime]] = []
+        for spec in roles:
+            runtime = OnnxRuntime(spec.path, runtime_settings)
+            name = runtime.input_names[0]
+            settings = spec.settings
+            fixed = _fixed_wh(runtime, name)
+            if fixed and settings.fixed_input_wh is None:
+                # A network traced at one size runs only at that size (YOLOv5-face exports).
+                settings = replace(settings, input_width=fixed[0], fixed_input_wh=fixed)
+            self._pairs.append((spec, build_model(spec.family, settings, name), runtime))
+
+    @property
+    def kinds(self) -> set[Kind]:
+        return {k for spec in self.roles for k in spec.settings.kind_of_class.values()}
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        """One Detections per image (H×W×3 uint8 RGB), all roles merged."""
+        if not images:
+            return []
+        per_role: list[list[Detections]] = []
+        for _spec, model, runtime in self._pairs:
+            t0 = time.perf_counter()
+            inputs, meta = model.preprocess(images)
+            t1 = time.perf_counter()
+            outputs = runtime.run(inputs)
+            t2 = time.perf_counter()
+            per_role.append(model.postprocess(outputs, meta))
+            t3 = time.perf_counter()
+            self.times.preprocess.append(t1 - t0)
+            self.times.inference.append(t2 - t1)
+            self.times.postprocess.append(t3 - t2)
+        return [Detections.concat([r[i] for r in per_role]) for i in range(len(images))]
