@@ -10,12 +10,14 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeblur.errors import ConfigError
+
+Byte = Annotated[int, Field(ge=0, le=255)]
 
 
 class Base(BaseModel):
@@ -110,7 +112,7 @@ class AnonymizeConfig(Base):
     face_pad: float = Field(0.2, ge=0.0, le=2.0, description="Padding per side, fraction of box.")
     # 0.3: the plate model boxes the characters; the plate's outline and country band lie outside.
     plate_pad: float = Field(0.3, ge=0.0, le=2.0)
-    fill_rgb: tuple[int, int, int] = (0, 0, 0)
+    fill_rgb: tuple[Byte, Byte, Byte] = (0, 0, 0)
 
 
 class EncodeConfig(Base):
@@ -132,8 +134,13 @@ class JobConfig(Base):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate_env(text: str, source: str, env: dict[str, str] | None = None) -> str:
-    """Replace ${VAR} and ${VAR:-default}; a missing VAR without default is an error."""
+def interpolate_env(
+    text: str, source: str, env: dict[str, str] | None = None, key: str | None = None
+) -> str:
+    """Replace ${VAR} and ${VAR:-default}; a missing VAR without default is an error.
+
+    ``key`` names the setting the text belongs to, for the error; without it the line is used.
+    """
     env = os.environ if env is None else env
 
     def repl(m: re.Match[str]) -> str:
@@ -142,23 +149,39 @@ def interpolate_env(text: str, source: str, env: dict[str, str] | None = None) -
             return env[name]
         if default is not None:
             return default
-        line = text.count("\n", 0, m.start()) + 1
+        where = f"{source}: '{key}'" if key else f"{source}:{text.count(chr(10), 0, m.start()) + 1}"
         raise ConfigError(
-            f"{source}:{line}: environment variable {name} is not set; export it or write "
+            f"{where}: environment variable {name} is not set; export it or write "
             f"${{{name}:-default}}."
         )
 
     return _ENV.sub(repl, text)
 
 
+def _interpolate_tree(node: Any, source: str, env: dict[str, str] | None, key: str) -> Any:
+    # After parsing, not before: a value such as a password with ' #' or ': ' stays one literal
+    # string instead of being re-read as YAML syntax.
+    if isinstance(node, str):
+        return interpolate_env(node, source, env, key)
+    if isinstance(node, dict):
+        return {
+            k: _interpolate_tree(v, source, env, f"{key}.{k}" if key else str(k))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_interpolate_tree(v, source, env, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
 def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"Config file {path} cannot be read ({exc.strerror}); check the path."
         ) from exc
-    text = interpolate_env(text, str(path), env)
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not UTF-8 text; give a YAML file.") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -173,7 +196,7 @@ def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: the top level must be a mapping of sections, got {type(data).__name__}."
         )
-    return data
+    return _interpolate_tree(data, str(path), env, "")
 
 
 def describe_error(
@@ -182,6 +205,8 @@ def describe_error(
     """One sentence for the first pydantic error: file, key path, problem, and a suggestion."""
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
+    if loc and loc[0] == "cameras" and len(loc) > 1 and loc[1].isdigit():
+        loc[1] = f"[{loc[1]}]"
     key = ".".join(([prefix] if prefix else []) + loc)
     if e["type"] == "extra_forbidden":
         known = _known_keys(model, e["loc"][:-1])
@@ -190,6 +215,8 @@ def describe_error(
             f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}."
         )
         return f"{source}: unknown key '{key}'; {hint}"
+    if e["type"] == "missing":
+        return f"{source}: '{key}' is missing; add it."
     # Never echo the value: it may be a URL with a password.
     return f"{source}: '{key}' {e['msg'].lower()}; fix that value."
 
@@ -220,3 +247,178 @@ def load_job_config(path: Path | None) -> JobConfig:
         return JobConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_error(err, str(path), JobConfig)) from None
+
+
+# -- the service: cameras.yaml -------------------------------------------------------------------
+
+CAMERA_NAME = re.compile(r"^[a-z0-9_-]+$")
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+OUTPUT_SCHEMES = ("rtsp", "rtsps")
+
+
+class SourceConfig(Base):
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives NAT.")
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="No frame for this long: close and reconnect."
+    )
+    backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between retries.")
+    loop: bool = Field(False, description="Files only: start over at the end (demos, tests).")
+
+
+class OutputEncodeConfig(Base):
+    codec: str = "libx264"
+    preset: str = "ultrafast"
+    tune: str = "zerolatency"
+    bitrate_kbps: int | None = Field(None, gt=0, description="None: constant quality (crf).")
+    crf: int = Field(23, ge=0, le=51)
+    gop_s: float = Field(2.0, gt=0, le=60, description="Keyframe interval: viewers join this fast.")
+
+
+class OutputConfig(Base):
+    rtsp: str | None = Field(None, description="Push URL, e.g. rtsp://127.0.0.1:8554/<name>.")
+    file: Path | None = Field(None, description="Also record to this file (renamed when closed).")
+    preview: bool = Field(True, description="Low-rate MJPEG preview on the HTTP server.")
+    encode: OutputEncodeConfig = OutputEncodeConfig()
+
+    @field_validator("rtsp")
+    @classmethod
+    def _rtsp_scheme(cls, v: str | None) -> str | None:
+        if v is not None and v.split("://", 1)[0].lower() not in OUTPUT_SCHEMES:
+            raise ValueError(f"must be an rtsp:// or rtsps:// URL (scheme one of {OUTPUT_SCHEMES})")
+        return v
+
+
+class FailClosedConfig(Base):
+    policy: Literal["drop", "blur_frame"] = Field(
+        "drop",
+        description="What happens to a frame that could not be checked: never published raw.",
+    )
+    max_unchecked_ms: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="A frame between detections is published (tracked) only if the newest "
+        "detection of its camera is at most this much older.",
+    )
+    max_latency_ms: int = Field(
+        2000, ge=50, le=60_000, description="A frame older than this at publish time is dropped."
+    )
+
+
+class CameraConfig(Base):
+    """One camera after defaults were merged in."""
+
+    name: str
+    url: str = Field(..., description="rtsp://, rtsps://, http(s):// or a file path.")
+    enabled: bool = True
+    output: OutputConfig = OutputConfig()
+    source: SourceConfig = SourceConfig()
+    detect: DetectConfig = DetectConfig()
+    track: TrackConfig = TrackConfig()
+    anonymize: AnonymizeConfig = AnonymizeConfig()
+    fail_closed: FailClosedConfig = FailClosedConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CAMERA_NAME.match(v):
+            raise ValueError("must match ^[a-z0-9_-]+$ (it names threads, logs and metric labels)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if "://" in v and v.split("://", 1)[0].lower() not in SOURCE_SCHEMES:
+            raise ValueError(
+                f"must use one of the schemes {', '.join(SOURCE_SCHEMES)} or be a path"
+            )
+        return v
+
+
+class SchedulerConfig(Base):
+    max_batch: int = Field(8, ge=1, le=64, description="Frames of all cameras per model call.")
+    max_wait_ms: int = Field(
+        10, ge=0, le=1000, description="How long a batch waits to fill; adds that much latency."
+    )
+
+
+class HttpConfig(Base):
+    bind: str = Field("127.0.0.1", description="0.0.0.0 exposes metrics and previews to the LAN.")
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class CameraDefaults(Base):
+    """Sections every camera inherits; a camera's own keys override them key by key."""
+
+    output: dict[str, Any] = {}
+    source: dict[str, Any] = {}
+    detect: dict[str, Any] = {}
+    track: dict[str, Any] = {}
+    anonymize: dict[str, Any] = {}
+    fail_closed: dict[str, Any] = {}
+
+
+class ServiceConfig(Base):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http: HttpConfig = HttpConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    defaults: CameraDefaults = CameraDefaults()
+    cameras: list[CameraConfig]
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in v:
+            if cam.name in seen:
+                raise ValueError(f"camera name '{cam.name}' is used twice; names must be unique")
+            seen.add(cam.name)
+        if not v:
+            raise ValueError("must list at least one camera")
+        return v
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, recursively for mappings; neither input is changed."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_service_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
+    """cameras.yaml → ServiceConfig: ${ENV} filled, defaults merged under each camera, validated.
+
+    Errors name the file and the key path (``cameras.gate.source.read_timeout_s``), never a value.
+    """
+    data = load_yaml(path, env)
+    defaults = data.get("defaults") or {}
+    cameras = data.get("cameras")
+    if isinstance(defaults, dict) and isinstance(cameras, list):
+        try:
+            CameraDefaults.model_validate(defaults)
+        except ValidationError as err:
+            raise ConfigError(describe_error(err, str(path), CameraDefaults, "defaults")) from None
+        merged = []
+        for cam in cameras:
+            merged.append(deep_merge(defaults, cam) if isinstance(cam, dict) else cam)
+        for i, cam in enumerate(merged):
+            if not isinstance(cam, dict):
+                raise ConfigError(f"{path}: cameras[{i}] must be a mapping with name and url.")
+            label = cam.get("name") if isinstance(cam.get("name"), str) else f"[{i}]"
+            try:
+                CameraConfig.model_validate(cam)
+            except ValidationError as err:
+                raise ConfigError(
+                    describe_error(err, str(path), CameraConfig, f"cameras.{label}")
+                ) from None
+        data = {**data, "cameras": merged}
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_error(err, str(path), ServiceConfig)) from None

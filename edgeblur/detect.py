@@ -8,6 +8,7 @@ runtime session; results of the roles are concatenated per image.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,13 +29,17 @@ class RoleSpec:
     settings: ModelSettings
 
 
+STAGES = ("preprocess", "inference", "postprocess")
+
+
 @dataclass
 class StageTimes:
-    """Seconds spent per stage since the last reset; the bench and metrics read these."""
+    """Seconds per stage of the latest calls (bounded: a service runs for months)."""
 
-    preprocess: list[float] = field(default_factory=list)
-    inference: list[float] = field(default_factory=list)
-    postprocess: list[float] = field(default_factory=list)
+    preprocess: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    inference: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    postprocess: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    last: dict[str, float] = field(default_factory=dict)  # the latest detect() call, all roles
 
 
 def _fixed_wh(runtime: Runtime, name: str) -> tuple[int, int] | None:
@@ -73,6 +78,7 @@ class Detector:
         if not images:
             return []
         per_role: list[list[Detections]] = []
+        last = dict.fromkeys(STAGES, 0.0)
         for _spec, model, runtime in self._pairs:
             t0 = time.perf_counter()
             inputs, meta = model.preprocess(images)
@@ -84,4 +90,8 @@ class Detector:
             self.times.preprocess.append(t1 - t0)
             self.times.inference.append(t2 - t1)
             self.times.postprocess.append(t3 - t2)
+            last["preprocess"] += t1 - t0
+            last["inference"] += t2 - t1
+            last["postprocess"] += t3 - t2
+        self.times.last = last
         return [Detections.concat([r[i] for r in per_role]) for i in range(len(images))]

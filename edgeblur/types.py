@@ -36,6 +36,15 @@ def _check(name: str, arr: np.ndarray, shape: tuple[int | None, ...], n: int | N
         raise ValueError(f"{name} must have {n} rows like xyxy, got {arr.shape[0]}")
 
 
+def _boxes(xyxy: np.ndarray) -> np.ndarray:
+    arr = np.asarray(xyxy, dtype=np.float32)
+    if arr.size == 0:
+        return arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"xyxy must have shape (N, 4), got {arr.shape}")
+    return arr
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded picture of one camera or file.
@@ -81,7 +90,7 @@ class Detections:
     kind: np.ndarray
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "xyxy", np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4))
+        object.__setattr__(self, "xyxy", _boxes(self.xyxy))
         n = len(self.xyxy)
         object.__setattr__(self, "confidence", np.asarray(self.confidence, dtype=np.float32))
         object.__setattr__(self, "kind", np.asarray(self.kind, dtype=np.uint8))
@@ -92,8 +101,8 @@ class Detections:
         return len(self.xyxy)
 
     def __getitem__(self, index: int | slice | list[int] | np.ndarray) -> Detections:
-        if isinstance(index, int):
-            index = [index]
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
         return Detections(self.xyxy[index], self.confidence[index], self.kind[index])
 
     @classmethod
@@ -134,7 +143,7 @@ class Regions:
     checked_index: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "xyxy", np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4))
+        object.__setattr__(self, "xyxy", _boxes(self.xyxy))
         n = len(self.xyxy)
         for name, dtype in (
             ("kind", np.uint8),

@@ -113,7 +113,10 @@ def nms(
         return np.zeros(0, dtype=np.int64)
     boxes = xyxy.astype(np.float32, copy=True)
     if classes is not None:
-        boxes += (classes.astype(np.float32) * (boxes.max() + 1.0))[:, None]
+        # Shift each class by more than the whole span of coordinates (boxes may be negative
+        # before clipping), so boxes of different classes can never overlap.
+        span = float(boxes.max() - boxes.min()) + 1.0
+        boxes += (classes.astype(np.float32) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
