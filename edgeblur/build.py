@@ -6,14 +6,29 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgeblur import assets
 from edgeblur.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
-from edgeblur.config import AnonymizeConfig, DetectConfig, DetectorConfig, RuntimeConfig
+from edgeblur.config import (
+    AnonymizeConfig,
+    CameraConfig,
+    DetectConfig,
+    DetectorConfig,
+    RuntimeConfig,
+    ServiceConfig,
+)
 from edgeblur.detect import Detector, RoleSpec
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
 from edgeblur.runtime.base import RuntimeSettings
+from edgeblur.secrets import SecretUrl
 from edgeblur.types import Kind
+
+if TYPE_CHECKING:
+    from edgeblur.io.preview import PreviewHub
+    from edgeblur.metrics import Metrics
+    from edgeblur.pipeline import Service
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -72,3 +87,76 @@ def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
 
 def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
     return Anonymizer(anonymize_settings(cfg))
+
+
+def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
+    """Every camera's source, publisher and sinks, and one inference worker per detector group."""
+    from edgeblur.io.preview import PreviewSink
+    from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
+    from edgeblur.io.source import Source, SourceSettings
+    from edgeblur.pipeline import GuardedSinks, InferenceWorker, Publisher, Service, group_key
+
+    groups: dict[str, list[tuple[Source, Publisher]]] = {}
+    detect_of: dict[str, CameraConfig] = {}
+    sources, publishers = {}, {}
+    for cam in cfg.cameras:
+        if not cam.enabled:
+            continue
+        out = cam.output
+        if not (out.rtsp or out.file or out.preview):
+            raise ConfigError(
+                f"Camera '{cam.name}' has no output; set cameras.{cam.name}.output.rtsp, .file "
+                "or .preview."
+            )
+        m = metrics.camera(cam.name)
+        s = cam.source
+        source = Source(
+            cam.name,
+            SourceSettings(
+                url=SecretUrl(cam.url),
+                transport=s.transport,
+                open_timeout_s=s.open_timeout_s,
+                read_timeout_s=s.read_timeout_s,
+                backoff_max_s=s.backoff_max_s,
+                loop=s.loop,
+            ),
+            metrics=m,
+        )
+        e = out.encode
+        enc = EncoderSettings(
+            codec=e.codec,
+            preset=e.preset,
+            tune=e.tune,
+            bitrate_kbps=e.bitrate_kbps,
+            crf=e.crf,
+            gop_s=e.gop_s,
+        )
+        sinks = []
+        if out.rtsp:
+            sinks.append(RtspSink(cam.name, SecretUrl(out.rtsp), enc, metrics=m))
+        if out.file:
+            sinks.append(FileSink(cam.name, out.file, enc, metrics=m))
+        if out.preview and previews is not None:
+            sinks.append(PreviewSink(previews, cam.name))
+        pub = Publisher(
+            cam, build_anonymizer(cam.anonymize), GuardedSinks(cam.name, sinks, m), m, metrics
+        )
+        m.set_queue_depth("source", source.queue.__len__)
+        m.set_queue_depth("publish", pub.queue.qsize)
+        key = group_key(cam)
+        groups.setdefault(key, []).append((source, pub))
+        detect_of.setdefault(key, cam)
+        sources[cam.name], publishers[cam.name] = source, pub
+    if not sources:
+        raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
+    workers = []
+    for i, (key, members) in enumerate(groups.items()):
+        detector = build_detector(detect_of[key].detect, cfg.runtime)
+        name = "+".join(spec.path.stem for spec in detector.roles) + ("" if i == 0 else f"-{i}")
+        worker = InferenceWorker(
+            name, detector, members, cfg.scheduler.max_batch, cfg.scheduler.max_wait_ms, metrics
+        )
+        for source, _pub in members:
+            source.queue.on_put = worker.wake.set  # a new frame wakes the batcher at once
+        workers.append(worker)
+    return Service(cfg, metrics, sources, publishers, workers)

@@ -1,7 +1,7 @@
 """The `edgeblur` command. User errors end as one sentence on stderr and exit code 2.
 
 Exit codes: 0 success, 1 a bug (traceback printed), 2 a user error (bad input, config, missing
-model, existing output), 130 interrupted.
+model, existing output), 3 serve: a thread did not stop within 5 s, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from edgeblur import __version__
 from edgeblur.errors import ConfigError, EdgeblurError
+
+if TYPE_CHECKING:
+    from edgeblur.config import ServiceConfig
 
 log = logging.getLogger("edgeblur")
 
@@ -115,14 +118,98 @@ def cmd_blur(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default: the pinned sample clip, default models, into ./demo_anonymized.mp4."""
+def demo_config(port: int | None) -> ServiceConfig:
+    """The embedded default: the pinned sample clip looped as camera 'demo', default models,
+    preview and metrics on 127.0.0.1."""
     from edgeblur import assets
+    from edgeblur.config import ServiceConfig
 
     _spec, sample = assets.resolve("sample")
-    args.inputs = [str(sample)]
-    args.force = True  # the demo's own output, rewritten on every run
-    return cmd_blur(args)
+    return ServiceConfig.model_validate(
+        {
+            "http": {"port": 9108 if port is None else port},
+            "cameras": [
+                {
+                    "name": "demo",
+                    "url": str(sample),
+                    "source": {"loop": True},
+                    "output": {"preview": True},
+                }
+            ],
+        }
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edgeblur.build import build_service
+    from edgeblur.config import HttpConfig, load_service_config
+    from edgeblur.http import HttpServer
+    from edgeblur.io.preview import PreviewHub
+    from edgeblur.metrics import Metrics
+    from edgeblur.secrets import install_log_redaction
+
+    if args.demo == bool(args.config):
+        raise ConfigError("Give either -c CAMERAS.yaml or --demo; see `edgeblur serve --help`.")
+    cfg = demo_config(args.port) if args.demo else load_service_config(args.config)
+    if args.port is not None and not args.demo:
+        cfg = cfg.model_copy(update={"http": HttpConfig(bind=cfg.http.bind, port=args.port)})
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.log_level.upper())
+    install_log_redaction()
+    metrics = Metrics()
+    previews = PreviewHub()
+    service = build_service(cfg, metrics, previews)
+    http = HttpServer(
+        cfg.http.bind,
+        cfg.http.port,
+        metrics,
+        service.status,
+        service.ready,
+        service.alive,
+        previews,
+    )
+    http.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    service.start()
+    names = ", ".join(c.name for c in cfg.cameras if c.enabled)
+    base = f"http://{cfg.http.bind}:{http.port}"
+    print(
+        f"edgeblur: serving {names}; previews {base}/, status {base}/status, "
+        f"metrics {base}/metrics",
+        flush=True,
+    )
+    stop.wait(args.duration)
+    service.stop()
+    stuck = service.join(5.0)
+    http.stop()
+    http.join(2.0)
+    if stuck:
+        print(f"edgeblur: threads did not stop in time: {', '.join(stuck)}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edgeblur.config import load_service_config
+    from edgeblur.secrets import redact
+
+    cfg = load_service_config(args.file)
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    print(redact(text), end="")
+    print(f"edgeblur: {args.file} is valid ({len(cfg.cameras)} camera(s))", file=sys.stderr)
+    return 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -238,9 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
     b.set_defaults(func=cmd_blur)
 
-    d = sub.add_parser("demo", help="Anonymize the bundled sample clip with the default models.")
-    d.add_argument("-o", "--output", default="demo_anonymized.mp4", help="Output video.")
-    d.set_defaults(func=cmd_demo, config=None, json=True, quiet=False)
+    sv = sub.add_parser("serve", help="Run the live service: cameras in, anonymized streams out.")
+    sv.add_argument("-c", "--config", type=Path, help="cameras.yaml (see configs/).")
+    sv.add_argument(
+        "--demo", action="store_true", help="The bundled sample clip looped as a camera."
+    )
+    sv.add_argument("--port", type=int, help="HTTP port for metrics, status, previews (9108).")
+    sv.add_argument(
+        "--duration", type=float, help="Stop after this many seconds (default: run until Ctrl-C)."
+    )
+    sv.set_defaults(func=cmd_serve)
+
+    cc = sub.add_parser("config", help="Check a cameras.yaml.")
+    ccs = cc.add_subparsers(dest="config_command", required=True)
+    ck = ccs.add_parser("check", help="Validate and print the resolved config, passwords hidden.")
+    ck.add_argument("file", type=Path)
+    ck.set_defaults(func=cmd_config_check)
 
     m = sub.add_parser("models", help="List or fetch the pinned model files.")
     msub = m.add_subparsers(dest="models_command", required=True)

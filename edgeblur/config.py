@@ -131,7 +131,8 @@ class JobConfig(Base):
     encode: EncodeConfig = EncodeConfig()
 
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${VAR} or ${VAR:-default}; the default may itself hold one level of ${OTHER}.
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^{}]*\})*))?\}")
 
 
 def interpolate_env(
@@ -148,7 +149,7 @@ def interpolate_env(
         if name in env:
             return env[name]
         if default is not None:
-            return default
+            return interpolate_env(default, source, env, key) if "${" in default else default
         where = f"{source}: '{key}'" if key else f"{source}:{text.count(chr(10), 0, m.start()) + 1}"
         raise ConfigError(
             f"{where}: environment variable {name} is not set; export it or write "
@@ -410,7 +411,8 @@ def load_service_config(path: Path, env: dict[str, str] | None = None) -> Servic
         for i, cam in enumerate(merged):
             if not isinstance(cam, dict):
                 raise ConfigError(f"{path}: cameras[{i}] must be a mapping with name and url.")
-            label = cam.get("name") if isinstance(cam.get("name"), str) else f"[{i}]"
+            name = cam.get("name")
+            label = name if isinstance(name, str) and CAMERA_NAME.match(name) else f"[{i}]"
             try:
                 CameraConfig.model_validate(cam)
             except ValidationError as err:

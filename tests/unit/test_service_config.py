@@ -1,0 +1,88 @@
+"""cameras.yaml: defaults merged under cameras, one-sentence errors naming file, camera and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeblur.config import deep_merge, load_service_config
+from edgeblur.errors import ConfigError
+
+SECRET = "s3cr:t@/%x"
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "cameras.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cams(*extra: dict, **top) -> dict:
+    base = [{"name": "gate", "url": "rtsp://127.0.0.1:8554/cam", "output": {"preview": True}}]
+    return {"cameras": base + list(extra), **top}
+
+
+def error(tmp_path: Path, data: dict, env: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_service_config(write(tmp_path, data), env=env or {})
+    msg = str(info.value)
+    assert msg.count("\n") == 0
+    return msg
+
+
+def test_defaults_merge_under_each_camera_key_by_key(tmp_path):
+    data = cams(
+        {"name": "yard", "url": "rtsp://127.0.0.1/y", "detect": {"faces": {"threshold": 0.3}}},
+        defaults={"detect": {"stride": 3, "faces": {"input_width": 960}}},
+    )
+    cfg = load_service_config(write(tmp_path, data), env={})
+    gate, yard = cfg.cameras
+    assert gate.detect.stride == yard.detect.stride == 3
+    assert gate.detect.faces.input_width == yard.detect.faces.input_width == 960
+    assert yard.detect.faces.threshold == 0.3
+    assert gate.detect.faces.threshold == 0.15  # the built-in default
+
+
+def test_deep_merge_does_not_change_its_inputs():
+    a, b = {"x": {"y": 1, "z": 2}}, {"x": {"y": 5}}
+    assert deep_merge(a, b) == {"x": {"y": 5, "z": 2}}
+    assert a == {"x": {"y": 1, "z": 2}} and b == {"x": {"y": 5}}
+
+
+def test_password_comes_from_the_environment_and_is_never_echoed(tmp_path):
+    data = cams(
+        {"name": "yard", "url": "rtsp://admin:${PASS}@10.0.0.1/s", "source": {"read_timeout_s": -1}}
+    )
+    msg = error(tmp_path, data, env={"PASS": SECRET})
+    assert "cameras.yard.source.read_timeout_s" in msg
+    assert SECRET not in msg and "s3cr" not in msg
+
+
+def test_missing_variable_names_the_key(tmp_path):
+    msg = error(tmp_path, cams({"name": "yard", "url": "rtsp://admin:${NOPE}@h/s"}))
+    assert "NOPE" in msg and "cameras[1].url" in msg
+
+
+@pytest.mark.parametrize(
+    ("camera", "needle"),
+    [
+        ({"name": "Gate 2", "url": "rtsp://h/s"}, "cameras.[1].name"),
+        ({"name": "gate", "url": "rtsp://h/s"}, "used twice"),
+        ({"name": "yard", "url": "ftp://h/s"}, "cameras.yard.url"),
+        ({"name": "yard", "url": "rtsp://h/s", "outptu": {}}, "did you mean 'output'"),
+        ({"name": "yard", "url": "rtsp://h/s", "output": {"rtsp": "http://x/y"}}, "output.rtsp"),
+        ({"name": "yard"}, "'cameras.yard.url' is missing"),
+    ],
+)
+def test_bad_camera_entries(tmp_path, camera, needle):
+    assert needle in error(tmp_path, cams(camera))
+
+
+def test_no_cameras_is_an_error(tmp_path):
+    assert "at least one camera" in error(tmp_path, {"cameras": []})
+
+
+def test_unknown_top_level_key_suggests(tmp_path):
+    assert "did you mean 'scheduler'" in error(tmp_path, cams(schedular={"max_batch": 2}))
