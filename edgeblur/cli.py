@@ -192,7 +192,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service.stop()
     stuck = service.join(5.0)
     http.stop()
-    http.join(2.0)
+    if not http.join(2.0):
+        stuck.append("http")
     if stuck:
         print(f"edgeblur: threads did not stop in time: {', '.join(stuck)}", file=sys.stderr)
         return 3
@@ -341,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck = ccs.add_parser("check", help="Validate and print the resolved config, passwords hidden.")
     ck.add_argument("file", type=Path)
     ck.set_defaults(func=cmd_config_check)
+
+    from edgeblur.evaluate import add_eval_parser
+
+    add_eval_parser(sub)
 
     m = sub.add_parser("models", help="List or fetch the pinned model files.")
     msub = m.add_subparsers(dest="models_command", required=True)
