@@ -33,9 +33,22 @@ if TYPE_CHECKING:
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
 
-def runtime_settings(cfg: RuntimeConfig) -> RuntimeSettings:
+def runtime_settings(cfg: RuntimeConfig, max_batch: int | None = None) -> RuntimeSettings:
+    """``max_batch`` (the scheduler's) raises the TensorRT profile's batch when it is larger."""
     return RuntimeSettings(
-        providers=tuple(cfg.providers), threads=cfg.threads, allow_spinning=cfg.allow_spinning
+        providers=tuple(cfg.providers),
+        threads=cfg.threads,
+        allow_spinning=cfg.allow_spinning,
+        backend=cfg.backend,
+        fallback=cfg.fallback,
+        precision=cfg.precision,
+        max_batch=max(cfg.max_batch, max_batch or 0),
+        max_aspect=cfg.max_aspect,
+        engine_dir=None if cfg.engine_dir is None else str(cfg.engine_dir),
+        int8_calibration_cache=(
+            None if cfg.int8_calibration_cache is None else str(cfg.int8_calibration_cache)
+        ),
+        workspace_mb=cfg.workspace_mb,
     )
 
 
@@ -62,7 +75,9 @@ def role_spec(role: str, cfg: DetectorConfig, key: str) -> RoleSpec:
     return RoleSpec(role=role, path=path, family=family, settings=settings)
 
 
-def build_detector(detect: DetectConfig, runtime: RuntimeConfig) -> Detector:
+def build_detector(
+    detect: DetectConfig, runtime: RuntimeConfig, max_batch: int | None = None
+) -> Detector:
     roles = []
     if detect.faces.enabled:
         roles.append(role_spec("face", detect.faces, "detect.faces"))
@@ -70,7 +85,7 @@ def build_detector(detect: DetectConfig, runtime: RuntimeConfig) -> Detector:
         roles.append(role_spec("plate", detect.plates, "detect.plates"))
     if not roles:
         raise ConfigError("Both detect.faces and detect.plates are disabled; enable at least one.")
-    return Detector(roles, runtime_settings(runtime))
+    return Detector(roles, runtime_settings(runtime, max_batch=max_batch))
 
 
 def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
@@ -151,7 +166,7 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
         raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
     workers = []
     for i, (key, members) in enumerate(groups.items()):
-        detector = build_detector(detect_of[key].detect, cfg.runtime)
+        detector = build_detector(detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch)
         name = "+".join(spec.path.stem for spec in detector.roles) + ("" if i == 0 else f"-{i}")
         worker = InferenceWorker(
             name, detector, members, cfg.scheduler.max_batch, cfg.scheduler.max_wait_ms, metrics

@@ -344,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=cmd_config_check)
 
     from edgeblur.evaluate import add_eval_parser
+    from edgeblur.runtime.engines import add_engines_parser
 
     add_eval_parser(sub)
+    add_engines_parser(sub)
 
     m = sub.add_parser("models", help="List or fetch the pinned model files.")
     msub = m.add_subparsers(dest="models_command", required=True)

@@ -26,8 +26,10 @@ class Base(BaseModel):
 
 
 class RuntimeConfig(Base):
-    backend: Literal["onnxruntime"] = Field(
-        "onnxruntime", description="Inference engine. TensorRT arrives with the GPU path."
+    backend: Literal["onnxruntime", "tensorrt", "auto"] = Field(
+        "onnxruntime",
+        description="onnxruntime: the providers below. tensorrt: TensorRT, else ONNX Runtime "
+        "CUDA, else CPU (each fallback logged). auto: the best one available.",
     )
     providers: list[str] = Field(
         ["CPUExecutionProvider"],
@@ -37,6 +39,49 @@ class RuntimeConfig(Base):
     allow_spinning: bool = Field(
         False, description="Spinning threads cut latency a little but starve decode on 2 cores."
     )
+    fallback: bool = Field(
+        True,
+        description="backend tensorrt only: false makes a missing TensorRT or GPU an error "
+        "instead of a slower fallback.",
+    )
+    precision: Literal["fp16", "fp32", "int8"] = Field(
+        "fp16", description="TensorRT precision: fp16 runs on tensor cores; int8 needs a cache."
+    )
+    int8_calibration_cache: Path | None = Field(
+        None,
+        validate_default=True,
+        description="TensorRT INT8 calibration cache made for this model; required for int8.",
+    )
+    max_batch: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Largest batch a TensorRT engine is built for; keep it >= scheduler.max_batch "
+        "(larger batches run in parts). Higher costs GPU memory.",
+    )
+    max_aspect: float = Field(
+        1.0,
+        gt=0.1,
+        le=4.0,
+        description="Tallest frame a TensorRT engine accepts, height / width: 1.0 covers 4:3 "
+        "and 16:9; 1.8 portrait cameras. Higher costs GPU memory.",
+    )
+    engine_dir: Path | None = Field(
+        None, description="TensorRT engine cache; default <cache>/engines (~/.cache/edgeblur)."
+    )
+    workspace_mb: int = Field(
+        1024, ge=64, le=65536, description="TensorRT builder scratch memory in MiB."
+    )
+
+    @field_validator("int8_calibration_cache")
+    @classmethod
+    def _int8_needs_cache(cls, v: Path | None, info: Any) -> Path | None:
+        if v is None and info.data.get("precision") == "int8":
+            raise ValueError(
+                "is required when runtime.precision is int8 (TensorRT calibration cache made "
+                "for this model); or use precision fp16"
+            )
+        return v
 
 
 class DetectorConfig(Base):

@@ -54,13 +54,15 @@ class Detector:
     def __init__(
         self, roles: list[RoleSpec], runtime_settings: RuntimeSettings = RuntimeSettings()
     ):
-        from edgeblur.runtime.onnxruntime import OnnxRuntime  # the only runtime on CPU boxes
+        from edgeblur.runtime.select import open_runtime  # TensorRT → ORT CUDA → CPU
 
         self.roles = roles
         self.times = StageTimes()
         self._pairs: list[tuple[RoleSpec, Model, Runtime]] = []
         for spec in roles:
-            runtime = OnnxRuntime(spec.path, runtime_settings)
+            runtime = open_runtime(
+                spec.path, runtime_settings, input_width=spec.settings.input_width
+            )
             name = runtime.input_names[0]
             settings = spec.settings
             fixed = _fixed_wh(runtime, name)

@@ -17,12 +17,29 @@ class RuntimeSettings:
         threads: intra-op threads per session; 0 lets the runtime use every core.
         allow_spinning: let idle worker threads spin; off by default because spinning threads
             steal the only other core from decoding and encoding on small boxes.
+        backend: ``onnxruntime`` (the providers above), ``tensorrt`` (falls back to ONNX
+            Runtime CUDA, then CPU, each step logged) or ``auto`` (the best one available).
+        fallback: when False, a missing TensorRT or GPU is an error instead of a slower run.
+        precision: TensorRT engine precision: ``fp16``, ``fp32`` or ``int8``.
+        max_batch: largest batch a TensorRT engine is built for; larger batches run in parts.
+        max_aspect: tallest input a TensorRT engine accepts, as height / input width.
+        engine_dir: TensorRT engine cache folder; None: ``<cache>/engines``.
+        int8_calibration_cache: TensorRT calibration cache file; required for ``int8``.
+        workspace_mb: TensorRT builder scratch memory limit in MiB.
     """
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 0
     allow_spinning: bool = False
     options: dict[str, str] = field(default_factory=dict)
+    backend: str = "onnxruntime"
+    fallback: bool = True
+    precision: str = "fp16"
+    max_batch: int = 8
+    max_aspect: float = 1.0
+    engine_dir: str | None = None
+    int8_calibration_cache: str | None = None
+    workspace_mb: int = 1024
 
 
 class Runtime(Protocol):

@@ -1,0 +1,423 @@
+"""The TensorRT engine cache, and the `edgeblur engines build|list` commands.
+
+A TensorRT engine runs only on the GPU model, TensorRT version and precision it was built for,
+and only for the model file and input shapes it was built from; building one takes from a
+minute on a server GPU to many minutes on a Jetson. So each engine is built once and kept under
+``<cache>/engines`` (``runtime.engine_dir`` overrides it), named by a digest of everything it
+depends on (``EngineKey``). Next to each ``NAME.engine`` a ``NAME.engine.json`` sidecar records
+that key, the file's size, first bytes and sha256. A file whose sidecar is missing, unreadable
+or disagrees with the file or the key is rebuilt with a log line, never handed to TensorRT:
+deserializing a truncated or foreign engine can crash the process instead of raising.
+
+Writes go to a temporary file in the same folder, are fsynced and then renamed over the target,
+so a reader never sees half an engine; builds of one engine are serialized with a lock file, so
+two processes sharing the folder (pods on one volume) build it once. Nothing here imports
+TensorRT: the cache works, and is tested, on CPU-only machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeblur.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeblur.config import JobConfig, ServiceConfig
+
+log = logging.getLogger(__name__)
+
+# Bump when the key, the sidecar or how profiles are derived from the key changes: every cached
+# engine then reads as stale and is rebuilt.
+FORMAT = 1
+ENGINE_SUFFIX = ".engine"
+SIDECAR_SUFFIX = ".json"
+HEADER_BYTES = 32
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class EngineKey:
+    """Everything an engine depends on; any change means another engine.
+
+    Attributes:
+        model_sha256: of the ONNX file the engine is built from.
+        gpu_name: as CUDA reports it, e.g. ``NVIDIA Orin`` or ``NVIDIA H100 80GB HBM3``.
+        compute_capability: ``major.minor``, e.g. ``8.7``.
+        tensorrt_version: the full version string; engines do not move between versions.
+        precision: ``fp16``, ``fp32`` or ``int8``.
+        max_batch: the optimization profile covers batches 1..max_batch.
+        input_wh_max: the largest (width, height) of the profile.
+        calibration_sha256: of the INT8 calibration cache, for ``int8``.
+    """
+
+    model_sha256: str
+    gpu_name: str
+    compute_capability: str
+    tensorrt_version: str
+    precision: str
+    max_batch: int
+    input_wh_max: tuple[int, int]
+    calibration_sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_wh_max"] = list(self.input_wh_max)
+        data["format"] = FORMAT
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineKey:
+        """Raises KeyError, TypeError or ValueError for a record that is not a key."""
+        if data.get("format") != FORMAT:
+            raise ValueError(f"key format {data.get('format')!r}, expected {FORMAT}")
+        values = {f.name: data[f.name] for f in fields(cls)}
+        w, h = values["input_wh_max"]
+        values["input_wh_max"] = (int(w), int(h))
+        values["max_batch"] = int(values["max_batch"])
+        return cls(**values)
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of the sha256 of the key: part of the file name."""
+        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: EngineKey) -> list[str]:
+        """``part: theirs != ours`` for every part that differs, for log lines."""
+        return [
+            f"{f.name}: {getattr(other, f.name)} != {getattr(self, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEntry:
+    """One cached engine as ``list_engines`` sees it; ``problem`` is None when it is intact."""
+
+    path: Path
+    key: EngineKey | None
+    size: int
+    built_at: str | None
+    problem: str | None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_engine_dir() -> Path:
+    """``<cache>/engines``: ``$EDGEBLUR_CACHE/engines``, else ``~/.cache/edgeblur/engines``."""
+    from edgeblur.assets import cache_dir
+
+    return cache_dir() / "engines"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The temporary file is in the target's folder (``os.replace`` is atomic only within one file
+    system) and is removed if anything fails, Ctrl-C included.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a power cut only after this
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between processes, where the OS has ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic writes still keep every file whole
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def sidecar_path(engine: Path) -> Path:
+    return engine.with_name(engine.name + SIDECAR_SUFFIX)
+
+
+class EngineCache:
+    """Engines in one folder, each with its JSON sidecar. Safe across threads and processes."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_engine_dir()
+
+    def path_for(self, name: str, key: EngineKey) -> Path:
+        """``<root>/<model>-<precision>-<digest>.engine``: readable, unique per key."""
+        return self.root / f"{name}-{key.precision}-{key.digest}{ENGINE_SUFFIX}"
+
+    def check(self, path: Path, key: EngineKey | None) -> tuple[bytes | None, str | None]:
+        """(engine bytes, None) if ``path`` is intact and was built for ``key``, else
+        (None, why not). ``key`` None checks integrity only. A missing engine is (None, None)."""
+        side = sidecar_path(path)
+        if not path.is_file():
+            return None, ("sidecar without its engine" if side.is_file() else None)
+        try:
+            record = json.loads(side.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None, "no sidecar (an interrupted build, or a file copied by hand)"
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return None, f"sidecar unreadable ({type(exc).__name__})"
+        found = record.get("format") if isinstance(record, dict) else None
+        if found != FORMAT:
+            return None, f"sidecar format {found!r}, expected {FORMAT}"
+        try:
+            recorded = EngineKey.from_dict(record["key"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return None, f"sidecar key unreadable ({type(exc).__name__}: {exc})"
+        if key is not None and recorded != key:
+            return None, "built for another key (" + "; ".join(key.differences(recorded)) + ")"
+        data = path.read_bytes()
+        if len(data) != record.get("size"):
+            return (
+                None,
+                f"file is {len(data)} bytes, sidecar says {record.get('size')} (truncated?)",
+            )
+        if data[:HEADER_BYTES].hex() != record.get("header"):
+            return None, "file header differs from the one recorded at build time"
+        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            return None, "sha256 differs from the one recorded at build time (corrupt file)"
+        return data, None
+
+    def store(self, path: Path, key: EngineKey, data: bytes, build_s: float) -> None:
+        """Engine first, sidecar second: a crash between them leaves a pair that fails
+        ``check`` and is rebuilt, never one that passes."""
+        write_atomic(path, data)
+        record = {
+            "format": FORMAT,
+            "key": key.as_dict(),
+            "size": len(data),
+            "header": data[:HEADER_BYTES].hex(),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "build_s": round(build_s, 1),
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_atomic(sidecar_path(path), (json.dumps(record, indent=2) + "\n").encode())
+
+    def discard(self, path: Path, reason: str) -> None:
+        """Remove an engine that looked intact but TensorRT refused, so it is built again."""
+        log.warning("TensorRT engine %s is unusable (%s); removing it", path, reason)
+        for p in (sidecar_path(path), path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def get_or_build(
+        self, name: str, key: EngineKey, build: Callable[[], bytes], force: bool = False
+    ) -> tuple[bytes, Path, bool]:
+        """The engine for ``key``, built with ``build()`` and stored if the cache has none.
+
+        Returns (engine bytes, its path, whether it was built now). ``build`` runs under the
+        lock, so a second process waits for the first one's engine instead of building again.
+        """
+        path = self.path_for(name, key)
+        with _locked(path.with_name(path.name + ".lock")):
+            if not force:
+                data, problem = self.check(path, key)
+                if data is not None:
+                    log.debug("%s: TensorRT engine from cache %s", name, path)
+                    return data, path, False
+                if problem:
+                    log.warning(
+                        "%s: cached TensorRT engine %s is stale or corrupt (%s); rebuilding it",
+                        name,
+                        path,
+                        problem,
+                    )
+            started = time.monotonic()
+            data = build()
+            self.store(path, key, data, time.monotonic() - started)
+        return data, path, True
+
+    def entries(self) -> list[EngineEntry]:
+        """Every engine in the folder with what its sidecar says, sorted by name."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for path in sorted(self.root.glob(f"*{ENGINE_SUFFIX}")):
+            _data, problem = self.check(path, None)
+            try:
+                record = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+                key = EngineKey.from_dict(record["key"])
+                built_at = record.get("built_at")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                key, built_at = None, None
+            out.append(EngineEntry(path, key, path.stat().st_size, built_at, problem))
+        return out
+
+
+def list_engines(root: Path | str | None = None) -> list[EngineEntry]:
+    """The cached engines (``edgeblur engines list``); needs no GPU."""
+    return EngineCache(root).entries()
+
+
+def _roles(config: JobConfig | ServiceConfig) -> list[tuple[str, Any, str]]:
+    """(role, DetectorConfig, key path) of every enabled detector the config would run."""
+    from edgeblur.config import ServiceConfig
+
+    if isinstance(config, ServiceConfig):
+        detects = [(f"cameras.{c.name}.detect", c.detect) for c in config.cameras if c.enabled]
+    else:
+        detects = [("detect", config.detect)]
+    out = []
+    for where, detect in detects:
+        for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
+            if cfg.enabled:
+                out.append((role, cfg, f"{where}.{'faces' if role == 'face' else 'plates'}"))
+    return out
+
+
+def build_engines(
+    config: JobConfig | ServiceConfig,
+    force: bool = False,
+    progress: Callable[[str], None] = print,
+) -> list[Path]:
+    """Build (or find cached) the engine of every model ``config`` runs, on this GPU.
+
+    Uses the same settings as ``edgeblur serve`` / ``blur`` with that config, so the service
+    finds these engines instead of building its own. Raises TensorRtUnavailable (a user error)
+    where TensorRT or a GPU is missing: engines are built on the machine that runs them.
+    """
+    # Imported here: these reach up to the config → stage layer, which the cache itself never
+    # needs (the CLI calls this function).
+    from edgeblur.build import role_spec, runtime_settings
+    from edgeblur.runtime import tensorrt as trt_runtime
+
+    scheduler = getattr(config, "scheduler", None)  # a blur JobConfig has no scheduler
+    settings = runtime_settings(
+        config.runtime, max_batch=scheduler.max_batch if scheduler else None
+    )
+    seen: set[tuple[Path, int]] = set()
+    paths = []
+    for role, cfg, where in _roles(config):
+        spec = role_spec(role, cfg, where)
+        job = (spec.path, spec.settings.input_width)
+        if job in seen:
+            continue
+        seen.add(job)
+        started = time.monotonic()
+        _data, path, built = trt_runtime.ensure_engine(
+            spec.path, settings, spec.settings.input_width, force=force
+        )
+        what = f"built in {time.monotonic() - started:.0f} s" if built else "ok (cached)"
+        progress(
+            f"{spec.path.stem} ({spec.settings.input_width} px, {settings.precision}, batch "
+            f"1..{settings.max_batch}): {what} -> {path}"
+        )
+        paths.append(path)
+    return paths
+
+
+def _load_any_config(path: Path | None) -> JobConfig | ServiceConfig:
+    """A cameras.yaml (it has ``cameras:``) or a blur config; None: the defaults."""
+    from edgeblur.config import JobConfig, load_job_config, load_service_config, load_yaml
+
+    if path is None:
+        return JobConfig()
+    if "cameras" in load_yaml(path):
+        return load_service_config(path)
+    return load_job_config(path)
+
+
+def cmd_engines_build(args: argparse.Namespace) -> int:
+    build_engines(_load_any_config(args.config), force=args.force)
+    return 0
+
+
+def cmd_engines_list(args: argparse.Namespace) -> int:
+    root = args.dir
+    if root is None and args.config is not None:
+        root = _load_any_config(args.config).runtime.engine_dir
+    cache = EngineCache(root)
+    rows = [("FILE", "GPU", "CC", "TENSORRT", "PRECISION", "BATCH", "MAX WxH", "SIZE", "STATUS")]
+    for e in cache.entries():
+        k = e.key
+        rows.append(
+            (
+                e.path.name,
+                k.gpu_name if k else "?",
+                k.compute_capability if k else "?",
+                k.tensorrt_version if k else "?",
+                k.precision if k else "?",
+                f"1..{k.max_batch}" if k else "?",
+                f"{k.input_wh_max[0]}x{k.input_wh_max[1]}" if k else "?",
+                f"{e.size / 1e6:.1f} MB",
+                "ok" if e.problem is None else f"rebuild: {e.problem}",
+            )
+        )
+    if len(rows) == 1:
+        print(f"no TensorRT engines in {cache.root}; build them with `edgeblur engines build`")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return 0
+
+
+def add_engines_parser(subparsers: Any) -> None:
+    """``edgeblur engines build|list``; ``subparsers`` is ``build_parser()``'s sub-parser set."""
+    e = subparsers.add_parser("engines", help="Build or list the cached TensorRT engines.")
+    esub = e.add_subparsers(dest="engines_command", required=True)
+    eb = esub.add_parser(
+        "build",
+        help="Build the TensorRT engine of every model a config runs, on this GPU "
+        "(minutes on a Jetson; the service then starts at once).",
+    )
+    eb.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="cameras.yaml or a blur config (default: the default face and plate models).",
+    )
+    eb.add_argument("--force", action="store_true", help="Build again even if cached.")
+    eb.set_defaults(func=cmd_engines_build)
+    el = esub.add_parser("list", help="Show the cached engines, what they were built for.")
+    el.add_argument("--dir", type=Path, help="Engine folder (default: <cache>/engines).")
+    el.add_argument("-c", "--config", type=Path, help="Use runtime.engine_dir of this config.")
+    el.set_defaults(func=cmd_engines_list)
+
+
+def check_file(path: Path, what: str) -> Path:
+    """``path`` if it is a readable file; else a ConfigError naming ``what`` (a config key)."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; check the path.")
+    return path
