@@ -72,7 +72,7 @@ def role_spec(role: str, cfg: DetectorConfig, key: str) -> RoleSpec:
         nms_iou=cfg.nms_iou,
         input_width=cfg.input_width,
     )
-    return RoleSpec(role=role, path=path, family=family, settings=settings)
+    return RoleSpec(role=role, path=path, family=family, settings=settings, tiles=cfg.tiles)
 
 
 def build_detector(

@@ -41,6 +41,7 @@ BLUR_OVERRIDES = {
     "plate_model": "detect.plates.model",
     "plate_family": "detect.plates.family",
     "size": "detect.faces.input_width",
+    "tiles": "detect.faces.tiles",
     "plate_size": "detect.plates.input_width",
     "stride": "detect.stride",
     "track": "track.enabled",
@@ -283,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plate-family", choices=["yolov8"], help="Decoder of a plate .onnx file.")
     b.add_argument(
         "--size", type=int, help="Face detection width in px, multiple of 32 (default 640)."
+    )
+    b.add_argument(
+        "--tiles",
+        type=int,
+        help="Also detect faces on an N×N grid of crops (2-4): smaller faces, N²+1 times the work.",
     )
     b.add_argument("--plate-size", type=int, help="Plate detection width in px (default 640).")
     b.add_argument(

@@ -104,6 +104,14 @@ class DetectorConfig(Base):
         description="Detection width in pixels; higher finds smaller faces, costs time squared.",
     )
 
+    tiles: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="2 or more: also detect on a tiles×tiles grid of crops; finds smaller faces in "
+        "large frames, costs tiles² + 1 model runs per frame.",
+    )
+
     @field_validator("input_width")
     @classmethod
     def _multiple_of_32(cls, v: int) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeblur.models import Model, ModelSettings, build_model
+from edgeblur.models.ops import nms
 from edgeblur.runtime.base import Runtime, RuntimeSettings
 from edgeblur.types import Detections, Kind
 
@@ -27,6 +28,39 @@ class RoleSpec:
     path: Path
     family: str
     settings: ModelSettings
+    tiles: int = 1  # >1: also detect on a tiles×tiles grid of overlapping crops (small faces)
+
+
+TILE_OVERLAP = 0.15  # of a tile's size, so a face on a seam is whole in at least one tile
+
+
+def tile_windows(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:
+    """x1, y1, x2, y2 of a tiles×tiles grid of overlapping crops covering the frame."""
+    if tiles <= 1:
+        return []
+    tw = width / tiles * (1 + TILE_OVERLAP)
+    th = height / tiles * (1 + TILE_OVERLAP)
+    out = []
+    for r in range(tiles):
+        for c in range(tiles):
+            x1 = round(min(max(0.0, c * width / tiles - tw * TILE_OVERLAP / 2), width - tw))
+            y1 = round(min(max(0.0, r * height / tiles - th * TILE_OVERLAP / 2), height - th))
+            out.append((x1, y1, min(width, round(x1 + tw)), min(height, round(y1 + th))))
+    return out
+
+
+def _merge_tiles(parts: list[tuple[Detections, int, int]], iou: float) -> Detections:
+    """Detections of the full frame and its tiles, shifted to frame pixels, duplicates merged."""
+    shifted = []
+    for dets, dx, dy in parts:
+        if len(dets):
+            xyxy = dets.xyxy + np.array([dx, dy, dx, dy], np.float32)
+            shifted.append(Detections(xyxy, dets.confidence, dets.kind))
+    merged = Detections.concat(shifted)
+    if not len(merged):
+        return merged
+    keep = nms(merged.xyxy, merged.confidence, iou, classes=merged.kind)
+    return merged[keep]
 
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -81,13 +115,29 @@ class Detector:
             return []
         per_role: list[list[Detections]] = []
         last = dict.fromkeys(STAGES, 0.0)
-        for _spec, model, runtime in self._pairs:
+        for spec, model, runtime in self._pairs:
             t0 = time.perf_counter()
-            inputs, meta = model.preprocess(images)
+            batch, origins = images, None
+            if spec.tiles > 1:
+                batch, origins = [], []
+                for i, img in enumerate(images):
+                    h, w = img.shape[:2]
+                    batch.append(img)
+                    origins.append((i, 0, 0))
+                    for x1, y1, x2, y2 in tile_windows(w, h, spec.tiles):
+                        batch.append(np.ascontiguousarray(img[y1:y2, x1:x2]))
+                        origins.append((i, x1, y1))
+            inputs, meta = model.preprocess(batch)
             t1 = time.perf_counter()
             outputs = runtime.run(inputs)
             t2 = time.perf_counter()
-            per_role.append(model.postprocess(outputs, meta))
+            found = model.postprocess(outputs, meta)
+            if origins is not None:
+                groups: list[list[tuple[Detections, int, int]]] = [[] for _ in images]
+                for dets, (i, dx, dy) in zip(found, origins, strict=True):
+                    groups[i].append((dets, dx, dy))
+                found = [_merge_tiles(g, model.settings.nms_iou) for g in groups]
+            per_role.append(found)
             t3 = time.perf_counter()
             self.times.preprocess.append(t1 - t0)
             self.times.inference.append(t2 - t1)

@@ -380,6 +380,8 @@ class Service:
         self.stall_s = stall_s
         self.started_at = time.monotonic()
         self._frames_seen: dict[str, tuple[float, int, float]] = {}  # camera → (t, frames, fps)
+        for source in sources.values():
+            source.on_decoded = metrics.stage("decode").observe
 
     def start(self) -> None:
         for w in self.workers:

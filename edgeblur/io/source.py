@@ -237,6 +237,9 @@ class Source:
         self._ffmpeg_log: list[tuple[int, str, str]] = []
         self._pace_anchor: tuple[float, int] | None = None  # (monotonic s, pts) of the file clock
         self._down_since: float | None = None
+        # Called on this thread with the seconds one frame took to decode and turn into RGB
+        # (the "decode" stage of edgeblur_stage_seconds; Service sets it).
+        self.on_decoded: Callable[[float], None] | None = None
 
     # -- owner API --------------------------------------------------------------------------
 
@@ -393,13 +396,15 @@ class Source:
                     now = time.monotonic()
                     if now - last_progress > allowance:
                         raise TimeoutError(f"no frame for {now - last_progress:.1f} s")
+                    t_decode = time.perf_counter()
                     try:
                         frames = packet.decode()
                     except av.FFmpegError as exc:  # no I/O here: only the packet's data is bad
                         self._decode_error(exc)
                         continue
+                    decode_s = (time.perf_counter() - t_decode) / max(1, len(frames))
                     for vf in frames:
-                        if not self._emit(vf, pace):
+                        if not self._emit(vf, pace, decode_s):
                             return False
                         last_progress = time.monotonic()
                         allowance = s.read_timeout_s
@@ -420,9 +425,12 @@ class Source:
             level, "%s: skipped a corrupt packet (%d so far; %s)", self.camera, n, describe(exc)
         )
 
-    def _emit(self, vf: av.VideoFrame, pace: bool) -> bool:
+    def _emit(self, vf: av.VideoFrame, pace: bool, decode_s: float = 0.0) -> bool:
         """Convert, time-stamp, pace and queue one frame; False when stop() came meanwhile."""
+        t0 = time.perf_counter()
         image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+        if self.on_decoded is not None:
+            self.on_decoded(decode_s + time.perf_counter() - t0)
         src = None
         if vf.pts is not None and vf.time_base:
             src = round(vf.pts * Fraction(vf.time_base) * TICKS)

@@ -40,6 +40,7 @@ class Model(Protocol):
 
     input_name: str
     stride: int
+    settings: ModelSettings
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
         """RGB uint8 H×W×3 images → ({input name: NCHW float32 batch}, meta for postprocess)."""
