@@ -61,6 +61,12 @@ def publishing(run, after: float | None = None):
     return lambda: run.published("cam") > base + 5
 
 
+def steady(run, viewer: Viewer) -> None:
+    """Publishing, and the viewer receiving, before any fault is injected."""
+    wait_for(publishing(run), 30)
+    wait_for(lambda: len(viewer.frames) > 5, 20)
+
+
 def assert_clean(run, viewer: Viewer, judge: LeakJudge) -> None:
     assert run.unchecked("cam") == 0
     frames = [img for _, img in viewer.frames]
@@ -73,7 +79,7 @@ def test_camera_killed_then_restarted(stack, judge):
     with running(service_config([camera(cam.url, relay.record_url)])) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
+            steady(run, viewer)
             cam.kill()
             time.sleep(3.0)
             before = run.published("cam")
@@ -94,7 +100,7 @@ def test_camera_stalls_then_resumes(stack, judge):
     with running(service_config([camera(cam.url, relay.record_url)])) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
+            steady(run, viewer)
             cam.pause()
             time.sleep(1.0)
             stalled_at = run.published("cam")
@@ -115,8 +121,7 @@ def test_relay_killed_under_the_publisher_then_restarted(stack, judge):
     with running(service_config([camera(cam.url, relay.record_url)])) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
-            wait_for(lambda: len(viewer.frames) > 5, 15)
+            steady(run, viewer)
             relay.kill()
             decoded = run.value("edgeblur_source_frames_total", camera="cam")
             time.sleep(3.0)
@@ -141,7 +146,7 @@ def test_model_raises(stack, judge, policy):
     with running(cfg) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
+            steady(run, viewer)
             faulty = inject(run)
             published = run.published("cam")
             faulty.raise_until = time.monotonic() + 3.0
@@ -165,7 +170,7 @@ def test_model_hangs(stack, judge):
     with running(service_config([camera(cam.url, relay.record_url)]), stall_s=1.5) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
+            steady(run, viewer)
             faulty = inject(run)
             faulty.hang_s = 4.0
             wait_for(lambda: faulty.calls > 0, 5)
@@ -203,7 +208,7 @@ def test_corrupt_stream_keeps_running_and_leaks_nothing(tmp_path, stack, judge):
     with running(cfg) as run:
         viewer = Viewer(relay.play_url).start()
         try:
-            wait_for(publishing(run), 30)
+            steady(run, viewer)
             time.sleep(5.0)
         finally:
             viewer.stop()
