@@ -7,19 +7,16 @@ import pytest
 
 from edgeblur.anonymize import Anonymizer
 from edgeblur.errors import ConfigError
-from edgeblur.evaluate import (
+from edgeblur.eval_scores import (
     Evaluation,
-    ModeResult,
-    compare,
     covered,
     flicker_events,
     labelled_flicker,
     over_blur,
-    parse_mode,
     region_gaps,
     summary,
-    targets,
 )
+from edgeblur.evaluate import ModeResult, compare, parse_mode, targets
 from edgeblur.judge import iou_matrix, matched
 from edgeblur.types import Kind, Reason, Regions
 
