@@ -34,6 +34,7 @@ from edgeblur.io.files import (
     transcode,
     write_image,
 )
+from edgeblur.shots import CutDetector
 from edgeblur.track import TrackConfig as TrackerSettings
 from edgeblur.track import Tracker, backfill
 from edgeblur.types import Detections, Frame, Kind, Reason, Regions
@@ -195,13 +196,20 @@ class FileAnonymizer:
     def video_regions(
         self, src: Path, on_frame: Callable[[int], None] | None = None
     ) -> list[Regions]:
-        """Pass 1: detect (every ``stride``-th frame) and track; regions for every frame."""
+        """Pass 1: detect (every ``stride``-th frame, and at every shot cut) and track; regions
+        for every frame. Backward fill runs within each shot, never across a cut."""
         stride = self.cfg.detect.stride
         tracking = self.cfg.track.enabled
         tracker = Tracker(self.track_settings)
+        cuts = CutDetector()
         out: list[Regions] = []
+        shot_starts = [0]
         for i, (image, _pts, _tb) in enumerate(decode_frames(src)):
-            run = i % stride == 0
+            cut = cuts.is_cut(image)
+            if cut:
+                tracker.reset()
+                shot_starts.append(i)
+            run = i % stride == 0 or cut
             dets = self.detector.detect([image])[0] if run else None
             if tracking:
                 out.append(tracker.update(dets, i, period=stride))
@@ -214,7 +222,12 @@ class FileAnonymizer:
             if on_frame is not None:
                 on_frame(i + 1)
         if tracking and self.cfg.track.backfill_frames:
-            out = backfill(out, frames=self.cfg.track.backfill_frames)
+            ends = [*shot_starts[1:], len(out)]
+            out = [
+                r
+                for a, b in zip(shot_starts, ends, strict=True)
+                for r in backfill(out[a:b], frames=self.cfg.track.backfill_frames)
+            ]
         return out
 
     def video(

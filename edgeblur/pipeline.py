@@ -30,6 +30,7 @@ from edgeblur.io.sink import Sink
 from edgeblur.io.source import Source
 from edgeblur.metrics import CameraMetrics, Metrics
 from edgeblur.secrets import redact
+from edgeblur.shots import CutDetector
 from edgeblur.track import TrackConfig as TrackerSettings
 from edgeblur.track import Tracker
 from edgeblur.types import Anonymized, Detections, Frame, Kind, Reason, Regions
@@ -48,6 +49,7 @@ class Work:
     frame: Frame
     detections: Detections | None  # None: the detector did not run on this frame
     failed: bool = False
+    cut: bool = False  # a new shot starts here: old tracks and old detections vouch for nothing
 
 
 class GuardedSinks:
@@ -180,8 +182,12 @@ class Publisher:
 
     def _regions(self, work: Work) -> Regions:
         frame = work.frame
-        if frame.index < self.last_index and self.tracker is not None:
-            self.tracker.reset()  # the source restarted its numbering: old tracks mean nothing
+        if work.cut or frame.index < self.last_index:
+            # A new shot, or the source restarted its numbering: old tracks mean nothing, and
+            # only a detection on this frame or later may vouch for what follows.
+            self.last_detected_t = None
+            if self.tracker is not None:
+                self.tracker.reset()
         self.last_index = frame.index
         dets = None if work.failed else work.detections
         if dets is not None:
@@ -279,6 +285,7 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"infer:{group}")
         self._rr = 0  # round-robin start, so no camera is always first into a full batch
+        self._cuts: dict[str, CutDetector] = {pub.name: CutDetector() for _src, pub in cameras}
 
     def start(self) -> None:
         self._thread.start()
@@ -327,7 +334,9 @@ class InferenceWorker:
             batch = self._gather()
             if not batch:
                 continue
-            todo = [(f, p) for f, p in batch if f.index % p.stride == 0]
+            # A cut frame is always detected, whatever the stride: tracks end at the cut.
+            cuts = {id(f): self._cuts[p.name].is_cut(f.image) for f, p in batch}
+            todo = [(f, p) for f, p in batch if f.index % p.stride == 0 or cuts[id(f)]]
             results: dict[int, Detections] = {}
             failed = False
             if todo:
@@ -346,9 +355,10 @@ class InferenceWorker:
                 for stage, seconds in self.detector.times.last.items():
                     self.metrics.stage(stage).observe(seconds)
             for frame, pub in batch:
-                needs = frame.index % pub.stride == 0
+                cut = cuts[id(frame)]
+                needs = frame.index % pub.stride == 0 or cut
                 pub.offer(
-                    Work(frame, results.get(id(frame)), failed=failed and needs)
+                    Work(frame, results.get(id(frame)), failed=failed and needs, cut=cut)
                     if needs
                     else Work(frame, None)
                 )

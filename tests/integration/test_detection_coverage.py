@@ -93,3 +93,15 @@ def test_cartoon_clip_hides_little_of_the_frame(pipeline, media_dir):
         if i % 11 == 0:
             hidden.append(_mask(pipeline, image).mean())
     assert np.mean(hidden) < 0.05, f"{np.mean(hidden):.1%} of the frame hidden on average"
+
+
+def test_shot_cuts_of_bikes_are_found_exactly(media_dir):
+    from edgeblur.shots import CutDetector
+
+    cuts = CutDetector()
+    found = [
+        i
+        for i, (img, _, _) in enumerate(decode_frames(media_dir / "bikes.mp4"))
+        if cuts.is_cut(img)
+    ]
+    assert found == [30, 76, 137, 187, 242]  # MEDIA.md lists these cuts
