@@ -62,7 +62,7 @@ def role_spec(role: str, cfg: DetectorConfig, key: str) -> RoleSpec:
         if cfg.family is None:
             raise ConfigError(
                 f"{key}.model is a file ({path.name}) whose decoder is unknown; set {key}.family "
-                "to centerface, yolov8 or yolov5_face."
+                f"(--{role}-family) to centerface, yolov8 or yolov5_face."
             )
         family = cfg.family
         kinds = {0: _ROLE_KIND[role]}  # a user's single-class model hides what its role says
