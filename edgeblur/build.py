@@ -109,7 +109,8 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
     from edgeblur.io.preview import PreviewSink
     from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
     from edgeblur.io.source import Source, SourceSettings
-    from edgeblur.pipeline import GuardedSinks, InferenceWorker, Publisher, Service, group_key
+    from edgeblur.pipeline import InferenceWorker, Service, group_key
+    from edgeblur.publish import GuardedSinks, Publisher
 
     groups: dict[str, list[tuple[Source, Publisher]]] = {}
     detect_of: dict[str, CameraConfig] = {}

@@ -1,0 +1,248 @@
+"""Per camera, after inference: Tracker → fail-closed gate → Anonymizer → sinks.
+
+One ``Publisher`` thread per camera (``publish:<camera>``) takes the inference thread's results
+in frame order. ``GuardedSinks`` is the last check before pixels leave: only an ``Anonymized``
+frame that the gate approved (or one hidden whole) is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from edgeblur.anonymize import Anonymizer
+from edgeblur.config import CameraConfig
+from edgeblur.gate import GateSettings, Verdict, judge
+from edgeblur.io.sink import Sink
+from edgeblur.metrics import CameraMetrics, Metrics
+from edgeblur.track import TrackConfig as TrackerSettings
+from edgeblur.track import Tracker
+from edgeblur.types import Anonymized, Detections, Frame, Kind, Reason, Regions
+
+log = logging.getLogger(__name__)
+
+NO_REGIONS = Regions.from_detections(Detections.empty(), -1)
+PUBLISH_QUEUE = 4  # frames waiting for a camera's publisher; more is latency, not throughput
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One frame on its way to the publisher, with what the detector said about it."""
+
+    frame: Frame
+    detections: Detections | None  # None: the detector did not run on this frame
+    failed: bool = False
+    cut: bool = False  # a new shot starts here: old tracks and old detections vouch for nothing
+
+
+class GuardedSinks:
+    """The last check before pixels leave: only gate-approved ``Anonymized`` items pass.
+
+    The gate stamps ``meta["verdict"]``; anything else reaching here is a bug, counted in
+    ``edgeblur_unchecked_frames_published_total`` (which tests assert stays 0) and not written.
+    """
+
+    def __init__(self, camera: str, sinks: list[Sink], metrics: CameraMetrics):
+        self.camera = camera
+        self.sinks = sinks
+        self.metrics = metrics
+
+    def write(self, item: Anonymized) -> bool:
+        ok = isinstance(item, Anonymized) and (
+            item.whole_frame_hidden or item.meta.get("verdict") is Verdict.PUBLISH
+        )
+        if not ok:
+            self.metrics.unchecked_published.inc()
+            log.error(
+                "%s: refused to publish an unchecked frame (a bug; please report)", self.camera
+            )
+            return False
+        for sink in self.sinks:
+            sink.write(item)
+        return True
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # one broken sink must not keep the others open
+                log.exception("%s: closing %s failed", self.camera, type(sink).__name__)
+
+
+@dataclass
+class Rate:
+    """Events per second over a sliding window, for /status (metrics use counters)."""
+
+    window_s: float = 5.0
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+    def tick(self, t: float) -> None:
+        self.times.append(t)
+
+    def per_second(self, now: float) -> float:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+        return len(self.times) / self.window_s
+
+
+class Publisher:
+    """Per camera: tracker, gate, anonymizer and sinks, on one thread ``publish:<camera>``."""
+
+    def __init__(
+        self,
+        cam: CameraConfig,
+        anonymizer: Anonymizer,
+        sinks: GuardedSinks,
+        metrics: CameraMetrics,
+        stage_metrics: Metrics,
+    ):
+        self.cam = cam
+        self.name = cam.name
+        self.anonymizer = anonymizer
+        self.sinks = sinks
+        self.metrics = metrics
+        self.stage_metrics = stage_metrics
+        t = cam.track
+        self.tracker = (
+            Tracker(
+                TrackerSettings(
+                    coast_frames=t.coast_frames,
+                    iou_threshold=t.iou_threshold,
+                    grow_per_frame=t.grow_per_frame,
+                )
+            )
+            if t.enabled
+            else None
+        )
+        fc = cam.fail_closed
+        self.gate = GateSettings(
+            max_unchecked_s=fc.max_unchecked_ms / 1000,
+            max_latency_s=fc.max_latency_ms / 1000,
+            tracking=t.enabled,
+        )
+        self.queue: queue.Queue[Work] = queue.Queue(maxsize=PUBLISH_QUEUE)
+        self.stride = cam.detect.stride
+        self.last_detected_t: float | None = None
+        self.last_index = -1
+        self.last_publish_monotonic: float | None = None
+        self.last_error: str | None = None
+        self.rate_out = Rate()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"publish:{self.name}")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def offer(self, work: Work) -> None:
+        """Called by the inference thread; never blocks it. A full queue drops the frame."""
+        try:
+            self.queue.put_nowait(work)
+        except queue.Full:
+            self.metrics.frames[Verdict.LATE.value].inc()
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                work = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.handle(work)
+            except Exception as exc:  # never let one frame kill the camera; it is not published
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: publishing frame %d failed", self.name, work.frame.index)
+                self.metrics.frames[Verdict.ERROR.value].inc()
+        self.sinks.close()
+
+    def _regions(self, work: Work) -> Regions:
+        frame = work.frame
+        if work.cut or frame.index < self.last_index:
+            # A new shot, or the source restarted its numbering: old tracks mean nothing, and
+            # only a detection on this frame or later may vouch for what follows.
+            self.last_detected_t = None
+            if self.tracker is not None:
+                self.tracker.reset()
+        self.last_index = frame.index
+        dets = None if work.failed else work.detections
+        if dets is not None:
+            self.last_detected_t = frame.t_decoded
+            for kind in (Kind.FACE, Kind.PLATE):
+                n = int((dets.kind == kind).sum())
+                if n:
+                    self.metrics.detections[kind.name.lower()].inc(n)
+        if self.tracker is None:
+            return Regions.from_detections(dets, frame.index) if dets is not None else NO_REGIONS
+        t0 = time.perf_counter()
+        regions = self.tracker.update(dets, frame.index, period=self.stride)
+        self.stage_metrics.stage("track").observe(time.perf_counter() - t0)
+        self.metrics.tracks_active.set(self.tracker.active_tracks)
+        return regions
+
+    def handle(self, work: Work) -> None:
+        frame = work.frame
+        regions = self._regions(work)
+        verdict = judge(
+            self.gate,
+            detected=work.detections is not None and not work.failed,
+            failed=work.failed,
+            t_decoded=frame.t_decoded,
+            last_detected_t=self.last_detected_t,
+            now=time.monotonic(),
+        )
+        if verdict is Verdict.PUBLISH:
+            t0 = time.perf_counter()
+            try:
+                item = self.anonymizer.apply(frame, regions)
+            except Exception as exc:
+                self.last_error = f"anonymizer: {type(exc).__name__}: {exc}"
+                log.exception("%s: anonymizer failed on frame %d", self.name, frame.index)
+                verdict = Verdict.ERROR
+            else:
+                item.meta["verdict"] = verdict
+                self.stage_metrics.stage("anonymize").observe(time.perf_counter() - t0)
+                self._count_regions(regions)
+                self._publish(item, "published")
+                return
+        self._refuse(frame, regions, verdict)
+
+    def _refuse(self, frame: Frame, regions: Regions, verdict: Verdict) -> None:
+        """Fail closed: the frame is dropped, or (policy blur_frame) hidden whole."""
+        if self.cam.fail_closed.policy == "blur_frame" and verdict is not Verdict.LATE:
+            try:
+                self._publish(self.anonymizer.hide_whole(frame, regions), "blurred_whole")
+                return
+            except Exception:
+                log.exception("%s: hiding the whole frame failed; dropping it", self.name)
+        self.metrics.frames[verdict.value].inc()
+
+    def _publish(self, item: Anonymized, result: str) -> None:
+        t0 = time.perf_counter()
+        if not self.sinks.write(item):
+            return
+        now = time.monotonic()
+        self.stage_metrics.stage("encode").observe(time.perf_counter() - t0)
+        self.metrics.frames[result].inc()
+        self.metrics.latency.observe(now - item.frame.t_decoded)
+        self.metrics.last_publish.set(time.time())
+        self.last_publish_monotonic = now
+        self.rate_out.tick(now)
+
+    def _count_regions(self, regions: Regions) -> None:
+        for kind in (Kind.FACE, Kind.PLATE):
+            for reason in (Reason.DETECTED, Reason.TRACKED):
+                n = int(((regions.kind == kind) & (regions.reason == reason)).sum())
+                if n:
+                    self.metrics.regions[(kind.name.lower(), reason.name.lower())].inc(n)
