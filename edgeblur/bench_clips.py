@@ -14,6 +14,8 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -134,3 +136,28 @@ def deface_venv() -> Path:
         ) from None
     marker.write_text(" ".join(DEFACE_NEEDS) + "\n")
     return exe
+
+
+def run_deface(exe: Path, clip: str, scale: str | None = None) -> dict:
+    """deface on ``clip`` as a whole process: frames / wall-clock seconds, CPU, peak RSS."""
+    frames = clip_frames(Path(clip))
+    with tempfile.TemporaryDirectory(prefix="edgeblur-deface-") as tmp:
+        cmd = [str(exe), clip, "-o", str(Path(tmp) / "out.mp4")]
+        cmd += ["--scale", scale] if scale else []
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _pid, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU and peak RSS
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.stderr and proc.stderr.close()
+    if proc.returncode:
+        raise ToolUnavailable(f"deface exited {proc.returncode} on {clip}: {err[-500:]}")
+    return {
+        "fps_total": frames / wall,
+        "fps": {"deface": frames / wall},
+        "elapsed_s": wall,
+        "frames": frames,
+        "cpu_cores": (usage.ru_utime + usage.ru_stime) / wall,
+        "rss_peak_mib": usage.ru_maxrss / 1024,
+    }

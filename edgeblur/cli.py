@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeblur.runtime.engines import add_engines_parser
 
     add_eval_parser(sub)
+    from edgeblur.bench import add_bench_parser
+
+    add_bench_parser(sub)
     add_engines_parser(sub)
 
     m = sub.add_parser("models", help="List or fetch the pinned model files.")
