@@ -8,6 +8,11 @@ subclass keeps every raw stage and latency sample besides its histograms, so per
 exact. Variants (edgeblur, baselines) are interleaved repeat by repeat, because these machines
 are noisy: a ratio of two runs made one after the other is the figure that counts.
 
+Pacing: ``realtime`` holds each source to the clip's rate (does it keep up, real latency);
+``max`` decodes as fast as it can and the newest frame wins (overload: drops, and decode time
+spent on dropped frames); ``block`` makes the source wait for room, so every frame is processed
+(throughput, comparable with deface, which processes every frame).
+
 Stage times are per call: preprocess/inference/postprocess once per batch (all roles summed),
 decode, track, anonymize and encode once per frame; ``busy`` is their sum over the window, in
 cores. ``encode`` is encode + mux for FileSink, only the hand-off to the sink thread for RTSP.
@@ -309,18 +314,20 @@ def medians(runs: list[dict]) -> dict:
 def targets(args: argparse.Namespace, med: dict, ratios: dict) -> list[dict]:
     """The issue's targets that this run's settings can judge; others are left out."""
     e, rows, one = med["edgeblur"], [], args.cameras == 1
+    # Throughput ratios mean something only when no source is held to the clip's rate.
+    throughput = args.clip == "720p" and args.pace != "realtime"
     goal = TARGET_FPS.get(args.clip)
     if goal and one:
         # Realtime pacing delivers the clip's 25 fps at most; 2% covers the window's edges.
         ok = e["fps_total"] >= 0.98 * goal and e["dropped_share"] <= 0.01
         rows.append((f"{args.clip} 1 camera >= {goal:g} fps, <= 1% dropped", e["fps_total"], ok))
-    if args.clip == "720p" and one and "deface_640x360" in ratios:
+    if throughput and one and "deface_640x360" in ratios:
         r = ratios["deface_640x360"]["median"]
         rows.append(("720p >= 3x deface --scale 640x360", r, r >= 3))
     if args.clip == "720p" and one and args.pace == "realtime":
         p95 = e["latency_p95_ms"]
         rows.append(("720p 1 camera latency p95 <= 200 ms", p95, p95 <= 200))
-    if args.clip == "720p" and "ceiling" in ratios:
+    if throughput and "ceiling" in ratios:
         r = ratios["ceiling"]["median"]
         rows.append(("720p >= 60% of the decode+encode ceiling", r, r >= 0.6))
     if "processes" in ratios:

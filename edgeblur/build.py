@@ -155,7 +155,12 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
         if out.preview and previews is not None:
             sinks.append(PreviewSink(previews, cam.name))
         pub = Publisher(
-            cam, build_anonymizer(cam.anonymize), GuardedSinks(cam.name, sinks, m), m, metrics
+            cam,
+            build_anonymizer(cam.anonymize),
+            GuardedSinks(cam.name, sinks, m),
+            m,
+            metrics,
+            queue_size=cfg.scheduler.max_batch,  # room for one camera's whole batch
         )
         m.set_queue_depth("source", source.queue.__len__)
         m.set_queue_depth("publish", pub.queue.qsize)
