@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeblur.errors import ConfigError
+from edgeblur.types import CAMERA_NAME
 
 Byte = Annotated[int, Field(ge=0, le=255)]
 
@@ -305,7 +306,6 @@ def load_job_config(path: Path | None) -> JobConfig:
 
 # -- the service: cameras.yaml -------------------------------------------------------------------
 
-CAMERA_NAME = re.compile(r"^[a-z0-9_-]+$")
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 OUTPUT_SCHEMES = ("rtsp", "rtsps")
 

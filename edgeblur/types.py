@@ -6,11 +6,15 @@ float32 N×4 ``xyxy`` in pixels of the original frame; images are H×W×3 uint8 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from fractions import Fraction
 
 import numpy as np
+
+# Camera names double as thread names, log prefixes and metric labels (never a URL).
+CAMERA_NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
 class Kind(IntEnum):

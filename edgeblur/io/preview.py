@@ -10,18 +10,15 @@ JPEG per camera, in memory (no pixels on disk), and wakes the HTTP threads that 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 
 import cv2
 
-from edgeblur.types import Anonymized
+from edgeblur.types import CAMERA_NAME, Anonymized
 
 log = logging.getLogger(__name__)
-
-CAMERA_NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
 def _check_camera(camera: str) -> str:
