@@ -26,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +54,18 @@ missing = [e for e in ("appsrc", "appsink", "qtdemux", "h264parse", "rtph264pay"
            if Gst.ElementFactory.find(e) is None]
 print(" ".join(missing))
 """
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str = "condition", step_s: float = 0.01
+) -> float:
+    """Seconds until ``predicate()`` held; AssertionError naming ``what`` after ``timeout_s``."""
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(step_s)
+    return time.monotonic() - t0
 
 
 class ServerError(RuntimeError):

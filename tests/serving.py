@@ -77,16 +77,6 @@ def running(cfg: ServiceConfig, stall_s: float = 30.0) -> Iterator[Running]:
         assert not stuck, f"threads did not stop: {stuck}"
 
 
-def wait_for(predicate, timeout_s: float, step_s: float = 0.1) -> float:
-    """Seconds until ``predicate()`` was true; raises AssertionError after ``timeout_s``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(step_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
-
-
 def get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:

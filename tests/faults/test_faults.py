@@ -15,7 +15,7 @@ import time
 import av
 import numpy as np
 import pytest
-from rtsp import free_port, gst_unavailable_reason, media_file, start_camera, start_relay
+from rtsp import free_port, gst_unavailable_reason, media_file, start_camera, start_relay, wait_for
 from serving import (
     LeakJudge,
     Viewer,
@@ -24,7 +24,6 @@ from serving import (
     running,
     service_config,
     status,
-    wait_for,
 )
 
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from serving import get, wait_for
+from rtsp import wait_for
+from serving import get
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

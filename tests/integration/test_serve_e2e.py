@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from rtsp import gst_unavailable_reason, media_file, start_camera, start_relay
-from serving import LeakJudge, Viewer, get, running, scrape, service_config, status, wait_for
+from rtsp import gst_unavailable_reason, media_file, start_camera, start_relay, wait_for
+from serving import LeakJudge, Viewer, get, running, scrape, service_config, status
 
 pytestmark = pytest.mark.skipif(
     gst_unavailable_reason() is not None, reason=f"{gst_unavailable_reason()}"

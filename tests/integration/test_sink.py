@@ -17,7 +17,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from rtsp import RelayServer, gst_unavailable_reason, square_index, start_relay, synthetic_frame
+from rtsp import (
+    RelayServer,
+    gst_unavailable_reason,
+    square_index,
+    start_relay,
+    synthetic_frame,
+    wait_for,
+)
 
 from edgeblur.anonymize import Anonymizer
 from edgeblur.io.sink import FileSink, RtspSink
@@ -104,15 +111,6 @@ class Feeder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - t0
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import av
 import av.logging
 import numpy as np
 import pytest
-from rtsp import CameraServer, free_port, gst_unavailable_reason, media_file, start_camera
+from rtsp import CameraServer, free_port, gst_unavailable_reason, media_file, start_camera, wait_for
 
 from edgeblur.io.source import Source, SourceSettings
 from edgeblur.metrics import Metrics
@@ -54,16 +54,6 @@ class Collector:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Seconds until predicate() held; AssertionError after timeout_s."""
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - t0
 
 
 def assert_increasing(frames: list[Frame]) -> None:
