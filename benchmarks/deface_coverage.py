@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeblur.bench_clips import deface_venv
-from edgeblur.coverage import COVERED, box_coverage
-from edgeblur.eval_scores import Evaluation, frame_labels, summary
-from edgeblur.evaluate import media_files, parse_mode
+from edgeblur.bench.clips import deface_venv
+from edgeblur.quality.coverage import COVERED, box_coverage
+from edgeblur.quality.scores import Evaluation, frame_labels, summary
+from edgeblur.quality.evaluate import media_files, parse_mode
 from edgeblur.io.files import decode_frames, read_image
 
 TOLERANCE = 2  # levels: libx264rgb -qp 0 is lossless, so unchanged pixels differ by 0
@@ -99,7 +99,7 @@ def deface_coverage(labels: dict, staged: dict[str, Path], blurred: Path, plain:
 
 
 def edgeblur_coverage(paths: list[Path], labels: dict, config: Path | None, mode: str) -> dict:
-    from edgeblur.blur import FileAnonymizer
+    from edgeblur.files.blur import FileAnonymizer
     from edgeblur.build import build_anonymizer, build_detector
     from edgeblur.cli import job_config
 

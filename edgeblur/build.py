@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeblur import assets
-from edgeblur.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
 from edgeblur.config import (
     AnonymizeConfig,
     CameraConfig,
@@ -18,7 +17,8 @@ from edgeblur.config import (
     RuntimeConfig,
     ServiceConfig,
 )
-from edgeblur.detect import Detector, RoleSpec
+from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
+from edgeblur.core.detect import Detector, RoleSpec
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
 from edgeblur.runtime.base import RuntimeSettings
@@ -27,8 +27,8 @@ from edgeblur.types import Kind
 
 if TYPE_CHECKING:
     from edgeblur.io.preview import PreviewHub
-    from edgeblur.metrics import Metrics
-    from edgeblur.pipeline import Service
+    from edgeblur.live.metrics import Metrics
+    from edgeblur.live.service import Service
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -109,8 +109,8 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
     from edgeblur.io.preview import PreviewSink
     from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
     from edgeblur.io.source import Source, SourceSettings
-    from edgeblur.pipeline import InferenceWorker, Service, group_key
-    from edgeblur.publish import GuardedSinks, Publisher
+    from edgeblur.live.publisher import GuardedSinks, Publisher
+    from edgeblur.live.service import InferenceWorker, Service, group_key
 
     groups: dict[str, list[tuple[Source, Publisher]]] = {}
     detect_of: dict[str, CameraConfig] = {}

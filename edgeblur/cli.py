@@ -77,8 +77,8 @@ def job_config(args: argparse.Namespace):
 def cmd_blur(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from edgeblur.blur import FileAnonymizer, plan, write_sidecar
     from edgeblur.build import build_anonymizer, build_detector
+    from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
 
     cfg = job_config(args)
     jobs = plan(
@@ -147,9 +147,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from edgeblur.build import build_service
     from edgeblur.config import HttpConfig, load_service_config
-    from edgeblur.http import HttpServer
     from edgeblur.io.preview import PreviewHub
-    from edgeblur.metrics import Metrics
+    from edgeblur.live.http import HttpServer
+    from edgeblur.live.metrics import Metrics
     from edgeblur.secrets import install_log_redaction
 
     if args.demo == bool(args.config):
@@ -349,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("file", type=Path)
     ck.set_defaults(func=cmd_config_check)
 
-    from edgeblur.evaluate import add_eval_parser
+    from edgeblur.quality.evaluate import add_eval_parser
     from edgeblur.runtime.engines import add_engines_parser
 
     add_eval_parser(sub)
-    from edgeblur.bench import add_bench_parser
+    from edgeblur.bench.run import add_bench_parser
 
     add_bench_parser(sub)
     add_engines_parser(sub)

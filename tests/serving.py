@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeblur.build import build_detector, build_service
 from edgeblur.config import JobConfig, ServiceConfig
-from edgeblur.http import HttpServer
 from edgeblur.io.preview import PreviewHub
-from edgeblur.metrics import Metrics
+from edgeblur.live.http import HttpServer
+from edgeblur.live.metrics import Metrics
 
 READ_OPTIONS = {"rtsp_transport": "tcp", "timeout": "3000000"}
 

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from edgeblur.bench import add_bench_parser
-from edgeblur.metrics import STAGES
+from edgeblur.bench.run import add_bench_parser
+from edgeblur.live.metrics import STAGES
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeblur.anonymize import hidden_mask
 from edgeblur.build import anonymize_settings, build_detector
 from edgeblur.config import JobConfig
-from edgeblur.coverage import COVERED, box_coverage
+from edgeblur.core.anonymize import hidden_mask
 from edgeblur.io.files import decode_frames, read_image
+from edgeblur.quality.coverage import COVERED, box_coverage
 from edgeblur.types import Regions
 
 
@@ -96,7 +96,7 @@ def test_cartoon_clip_hides_little_of_the_frame(pipeline, media_dir):
 
 
 def test_shot_cuts_of_bikes_are_found_exactly(media_dir):
-    from edgeblur.shots import CutDetector
+    from edgeblur.core.shots import CutDetector
 
     cuts = CutDetector()
     found = [

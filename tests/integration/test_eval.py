@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeblur.evaluate import add_eval_parser
+from edgeblur.quality.evaluate import add_eval_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("EDGEBLUR_SHARED", ROOT.parent / "shared"))  # as conftest.py

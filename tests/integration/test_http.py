@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeblur.errors import ConfigError
-from edgeblur.http import HttpServer
 from edgeblur.io.preview import PreviewHub, PreviewSink
-from edgeblur.metrics import Metrics
+from edgeblur.live.http import HttpServer
+from edgeblur.live.metrics import Metrics
 from edgeblur.types import Anonymized, Detections, Frame, Regions
 
 SECRET_URL = "rtsp://user:s3cr@t@host/x"

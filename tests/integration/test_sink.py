@@ -26,9 +26,9 @@ from rtsp import (
     wait_for,
 )
 
-from edgeblur.anonymize import Anonymizer
+from edgeblur.core.anonymize import Anonymizer
 from edgeblur.io.sink import FileSink, RtspSink
-from edgeblur.metrics import Metrics
+from edgeblur.live.metrics import Metrics
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Anonymized, Detections, Frame, Regions
 

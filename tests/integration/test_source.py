@@ -21,7 +21,7 @@ import pytest
 from rtsp import CameraServer, free_port, gst_unavailable_reason, media_file, start_camera, wait_for
 
 from edgeblur.io.source import Source, SourceSettings
-from edgeblur.metrics import Metrics
+from edgeblur.live.metrics import Metrics
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Frame
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from serving import LeakJudge
 
-from edgeblur.anonymize import hidden_mask
-from edgeblur.blur import FileAnonymizer, Job
 from edgeblur.build import anonymize_settings, build_anonymizer, build_detector
 from edgeblur.config import JobConfig
-from edgeblur.coverage import COVERED, box_coverage
+from edgeblur.core.anonymize import hidden_mask
+from edgeblur.files.blur import FileAnonymizer, Job
+from edgeblur.quality.coverage import COVERED, box_coverage
 from edgeblur.types import Detections
 
 DROPPED = {5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 105, 115}  # labelled frames (every 5th)

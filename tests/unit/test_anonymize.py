@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeblur.anonymize import (
+from edgeblur.core.anonymize import (
     Anonymizer,
     AnonymizeSettings,
     Method,

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import yaml
 
-from edgeblur.anonymize import AnonymizeSettings
 from edgeblur.config import (
     AnonymizeConfig,
     JobConfig,
@@ -16,6 +15,7 @@ from edgeblur.config import (
     load_job_config,
     load_yaml,
 )
+from edgeblur.core.anonymize import AnonymizeSettings
 from edgeblur.errors import ConfigError, EdgeblurError
 
 SECRET = "rtsp://user:s3cret@host"

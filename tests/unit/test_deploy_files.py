@@ -252,7 +252,7 @@ def test_k8s_kustomize_renders_one_deployment_per_shard() -> None:
 def _exported_metric_names() -> set[str]:
     from prometheus_client import generate_latest
 
-    from edgeblur.metrics import Metrics
+    from edgeblur.live.metrics import Metrics
 
     metrics = Metrics()
     metrics.camera("gate")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeblur.anonymize import Anonymizer
+from edgeblur.core.anonymize import Anonymizer
 from edgeblur.errors import ConfigError
-from edgeblur.eval_scores import (
+from edgeblur.quality.evaluate import ModeResult, compare, parse_mode, targets
+from edgeblur.quality.judge import iou_matrix, matched
+from edgeblur.quality.scores import (
     Evaluation,
     covered,
     flicker_events,
@@ -16,8 +18,6 @@ from edgeblur.eval_scores import (
     region_gaps,
     summary,
 )
-from edgeblur.evaluate import ModeResult, compare, parse_mode, targets
-from edgeblur.judge import iou_matrix, matched
 from edgeblur.types import Kind, Reason, Regions
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeblur.gate import GateSettings, Verdict, judge
+from edgeblur.core.gate import GateSettings, Verdict, judge
 
 S = GateSettings(max_unchecked_s=0.5, max_latency_s=2.0, tracking=True)
 

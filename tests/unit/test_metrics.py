@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edgeblur import __version__
-from edgeblur.metrics import (
+from edgeblur.live.metrics import (
     FRAME_RESULTS,
     KINDS,
     QUEUES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeblur.shots import CutDetector
+from edgeblur.core.shots import CutDetector
 
 
 def frame(seed: int, shift: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeblur.detect import TILE_OVERLAP, _merge_tiles, tile_windows
+from edgeblur.core.detect import TILE_OVERLAP, _merge_tiles, tile_windows
 from edgeblur.types import Detections, Kind
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edgeblur.track import TrackConfig, Tracker, backfill
+from edgeblur.core.track import TrackConfig, Tracker, backfill
 from edgeblur.types import Detections, Kind, Reason, Regions
 
 COAST = TrackConfig().coast_frames  # 12

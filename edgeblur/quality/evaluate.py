@@ -28,10 +28,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgeblur.coverage import COVERED
 from edgeblur.errors import ConfigError, SourceUnavailable
-from edgeblur.eval_scores import COVERAGE, Evaluation, summary
-from edgeblur.judge import JUDGES, LEAK_IOU
+from edgeblur.quality.coverage import COVERED
+from edgeblur.quality.judge import JUDGES, LEAK_IOU
+from edgeblur.quality.scores import COVERAGE, Evaluation, summary
 
 MODE_KEYS = ("track", "stride", "backfill")  # `edgeblur blur` flags, applied by cli.job_config
 DEFAULT_MODES = [
@@ -205,9 +205,9 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edgeblur.blur import FileAnonymizer
     from edgeblur.build import build_anonymizer, build_detector
     from edgeblur.cli import job_config
+    from edgeblur.files.blur import FileAnonymizer
     from edgeblur.io.files import atomic_path
 
     labels = _read_json(args.labels, "Labels").get("files", {})

@@ -14,13 +14,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from edgeblur.anonymize import Anonymizer
 from edgeblur.config import CameraConfig
-from edgeblur.gate import GateSettings, Verdict, judge
+from edgeblur.core.anonymize import Anonymizer
+from edgeblur.core.gate import GateSettings, Verdict, judge
+from edgeblur.core.track import TrackConfig as TrackerSettings
+from edgeblur.core.track import Tracker
 from edgeblur.io.sink import Sink
-from edgeblur.metrics import CameraMetrics, Metrics
-from edgeblur.track import TrackConfig as TrackerSettings
-from edgeblur.track import Tracker
+from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.types import Anonymized, Detections, Frame, Kind, Reason, Regions
 
 log = logging.getLogger(__name__)

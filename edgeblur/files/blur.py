@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeblur.anonymize import Anonymizer
 from edgeblur.config import JobConfig
-from edgeblur.detect import Detector
+from edgeblur.core.anonymize import Anonymizer
+from edgeblur.core.detect import Detector
+from edgeblur.core.shots import CutDetector
+from edgeblur.core.track import TrackConfig as TrackerSettings
+from edgeblur.core.track import Tracker, backfill
 from edgeblur.errors import OutputExists, SourceUnavailable, UnsupportedInput
 from edgeblur.io.files import (
     VIDEO_OUTPUT_SUFFIXES,
@@ -34,9 +37,6 @@ from edgeblur.io.files import (
     transcode,
     write_image,
 )
-from edgeblur.shots import CutDetector
-from edgeblur.track import TrackConfig as TrackerSettings
-from edgeblur.track import Tracker, backfill
 from edgeblur.types import Detections, Frame, Kind, Reason, Regions
 
 log = logging.getLogger(__name__)

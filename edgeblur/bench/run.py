@@ -35,7 +35,7 @@ from statistics import median
 import numpy as np
 
 from edgeblur.io.source import FrameQueue
-from edgeblur.metrics import FRAME_RESULTS, STAGES, Metrics
+from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
 
 BASELINES = ("ceiling", "deface", "processes")
@@ -435,7 +435,7 @@ def one_line(r: int, name: str, run: dict) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgeblur import bench_clips as bc
+    from edgeblur.bench.run import clips as bc
 
     if args.child:
         print(json.dumps(run_child(Spec(**json.loads(args.child)))), flush=True)

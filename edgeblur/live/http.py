@@ -28,7 +28,7 @@ from prometheus_client import make_wsgi_app
 from edgeblur import __version__
 from edgeblur.errors import ConfigError
 from edgeblur.io.preview import PreviewHub
-from edgeblur.metrics import Metrics
+from edgeblur.live.metrics import Metrics
 from edgeblur.secrets import redact
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeblur.anonymize import hidden_mask
-from edgeblur.coverage import COVERED, box_coverage
-from edgeblur.judge import LEAK_IOU, iou_matrix, matched
+from edgeblur.core.anonymize import hidden_mask
+from edgeblur.quality.coverage import COVERED, box_coverage
+from edgeblur.quality.judge import LEAK_IOU, iou_matrix, matched
 from edgeblur.types import Frame, Kind, Regions
 
 COVERAGE = ("faces_images", "faces_videos", "plates", "faces_hard", "plates_hard")

@@ -20,12 +20,12 @@ import time
 from typing import Any
 
 from edgeblur.config import CameraConfig, ServiceConfig
-from edgeblur.detect import Detector
+from edgeblur.core.detect import Detector
+from edgeblur.core.shots import CutDetector
 from edgeblur.io.source import Source
-from edgeblur.metrics import Metrics
-from edgeblur.publish import Publisher, Work
+from edgeblur.live.metrics import Metrics
+from edgeblur.live.publisher import Publisher, Work
 from edgeblur.secrets import redact
-from edgeblur.shots import CutDetector
 from edgeblur.types import Detections, Frame
 
 log = logging.getLogger(__name__)
