@@ -466,3 +466,36 @@ def test_docker_compose_config_accepts_every_combination() -> None:
             check=False,
         )
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.jetson"])
+def test_images_carry_oci_labels(name: str) -> None:
+    final = (ROOT / name).read_text().rsplit("\nFROM ", 1)[1]  # labels of the shipped stage
+    for key in ("source", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in final, key
+    assert 'org.opencontainers.image.licenses="AGPL-3.0-or-later"' in final
+    for arg in ("VERSION", "REVISION", "SOURCE_URL"):
+        assert re.search(rf"^ARG {arg}=", final, re.MULTILINE), arg
+
+
+def test_bake_builds_the_three_images_alike() -> None:
+    """docker-bake.hcl, read without buildx (not installed here): targets, tags, version."""
+    import tomllib
+
+    text = (ROOT / "docker-bake.hcl").read_text()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert re.search(rf'variable "VERSION" {{\s*default = "{re.escape(version)}"', text)
+    assert re.search(r'group "default" {\s*targets = \["cpu", "cuda", "jetson"\]', text)
+    targets = dict(re.findall(r'target "(\w+)" {(.*?)\n}', text, re.DOTALL))
+    for name, dockerfile in (
+        ("cpu", "Dockerfile"),
+        ("cuda", "Dockerfile"),
+        ("jetson", "Dockerfile.jetson"),
+    ):
+        body = targets[name]
+        assert 'inherits   = ["_common"]' in body and f'dockerfile = "{dockerfile}"' in body
+        assert f'"${{REGISTRY}}:${{VERSION}}-{name}", "${{REGISTRY}}:{name}"' in body
+        assert (ROOT / dockerfile).is_file()
+    for arg in ("VERSION", "REVISION", "SOURCE_URL"):
+        assert f"{arg} = {arg}" in " ".join(targets["_common"].split())
+    assert 'VARIANT = "cpu"' in targets["cpu"] and 'VARIANT = "cuda"' in targets["cuda"]
