@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # edgeblur for x86_64 servers.
 #
+#   docker buildx bake cpu cuda                              # both, labelled and tagged (docker-bake.hcl)
 #   docker build -t edgeblur:cuda .                          # NVIDIA GPU: TensorRT + CUDA
 #   docker build -t edgeblur:cpu --build-arg VARIANT=cpu .   # CPU only: ONNX Runtime
 #   docker run --gpus all -v ./cameras.yaml:/etc/edgeblur/cameras.yaml:ro \
@@ -53,6 +54,16 @@ RUN python3 -m venv --system-site-packages /opt/edgeblur/venv \
 
 # --- runtime --------------------------------------------------------------------------------------
 FROM base-${VARIANT} AS runtime
+# OCI labels; docker-bake.hcl passes the three build args (tags: see there).
+ARG VERSION=0.1.0
+ARG REVISION=""
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="edgeblur" \
+      org.opencontainers.image.description="Real-time face and licence-plate anonymization for camera streams" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="AGPL-3.0-or-later"
 ARG UID=10001
 RUN groupadd --system --gid ${UID} edgeblur \
  && useradd --system --uid ${UID} --gid edgeblur --home-dir /var/lib/edgeblur --create-home \
@@ -70,8 +81,8 @@ USER edgeblur
 WORKDIR /var/lib/edgeblur
 VOLUME ["/opt/edgeblur/cache/engines"]
 EXPOSE 9108
-# /healthz answers once the detectors are built; a first TensorRT build takes minutes, hence the
-# long start period. The config must bind http to 0.0.0.0 or 127.0.0.1 for this to reach it.
+# /healthz answers while the engines are built (HTTP starts first); the long start period
+# also covers a build before that. The config must bind http to 0.0.0.0 or 127.0.0.1 for this to reach it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('EDGEBLUR_HEALTH_URL', 'http://127.0.0.1:9108/healthz'), timeout=4)"]
 ENTRYPOINT ["edgeblur"]

@@ -20,6 +20,9 @@ ONNX_PINS = ("onnx==1.23.2",)
 # torch==2.13.0 resolves to the CPU wheel on this project's machines (a local wheel; PyPI's
 # default build pulls gigabytes of CUDA libraries that an export does not use). torchvision is
 # pinned to the release built for that torch. omegaconf is needed to unpickle the checkpoint.
+# opencv-python-headless replaces the opencv-python that ultralytics asks for (toolenv swaps
+# them): the GUI build's Qt needs libGL and glib, which python:*-slim images and servers lack,
+# and the export never opens a window.
 ULTRALYTICS_PINS = (
     "torch==2.13.0",
     "torchvision==0.28.0",
@@ -27,6 +30,7 @@ ULTRALYTICS_PINS = (
     "omegaconf==2.4.0",
     "onnx==1.23.2",
     "onnxslim==0.1.98",
+    "opencv-python-headless==5.1.0.95",
 )
 # An export takes ~3 s; ten minutes means something hangs, not a slow machine.
 TIMEOUT_S = 600.0

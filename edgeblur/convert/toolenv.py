@@ -22,6 +22,10 @@ TOOLS_PYTHON_ENV = "EDGEBLUR_TOOLS_PYTHON"
 # Lists the pins installed so far, one per line: a changed pin is installed again.
 MARKER = "edgeblur-tools.txt"
 INSTALL_LOG = "install.log"
+# A headless pin wins over the GUI twin a dependency declares (ultralytics requires
+# opencv-python): pip cannot substitute one package for another, so the twin is removed after
+# the install and the headless wheel reinstalled over the files they share (both own cv2/).
+HEADLESS_TWINS = {"opencv-python-headless": "opencv-python"}
 
 
 def venv_python(venv: Path) -> Path:
@@ -111,6 +115,30 @@ def _install(
             f"and {log_path}, or set {TOOLS_PYTHON_ENV} to an interpreter that has "
             f"{' '.join(requirements)}."
         )
+    _swap_in_headless(python, requirements, log_path)
+
+
+def _swap_in_headless(python: Path, requirements: Sequence[str], log_path: Path) -> None:
+    """Remove the GUI twin of every headless pin in ``requirements`` and reinstall the pin."""
+    for pin in requirements:
+        twin = HEADLESS_TWINS.get(pin.split("==")[0])
+        if twin is None:
+            continue
+        base = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
+        with log_path.open("a") as log:
+            steps = (
+                [*base, "uninstall", "-y", twin],
+                [*base, "install", "--force-reinstall", "--no-deps", pin],
+            )
+            for step in steps:
+                if subprocess.run(
+                    step, stdout=log, stderr=subprocess.STDOUT, check=False
+                ).returncode:
+                    raise ModelFetchError(
+                        f"Replacing {twin} by {pin} in the tools virtualenv failed "
+                        f"({_last_line(log_path.read_text())}); check {log_path}, or set "
+                        f"{TOOLS_PYTHON_ENV} to an interpreter that has the conversion tools."
+                    )
 
 
 def _last_line(text: str) -> str:

@@ -1,10 +1,11 @@
-"""TensorRT 10: build an engine from a model's ONNX file once per GPU, then run batches on it.
+"""TensorRT 10 and 11: build an engine from a model's ONNX file once per GPU, then run batches.
 
 The Runtime for NVIDIA GPUs and Jetsons. ``TensorRtRuntime`` is made by ``select.open_runtime``
 on the thread that builds the Detector and then used only by its owner, the inference worker
 thread. Preprocessing stays on the CPU for now: the model's ``preprocess`` fills a float32 NCHW
 batch, which is copied into this runtime's pinned host buffer and sent to the GPU in one
-asynchronous copy (GPU resize/letterbox would replace that copy; see docs/gpu.md).
+asynchronous copy. A caller that asks ``host_input`` for the pinned buffer and preprocesses
+straight into it skips that host copy (GPU resize/letterbox would replace it; docs/gpu.md).
 
 Buffers are sized once for the largest batch and input the engine's profile allows, in pinned
 (page-locked) host memory and device memory from ``cuda-python`` (binary wheels on x86_64 and
@@ -14,6 +15,15 @@ by tensor name (``set_input_shape``, ``set_tensor_address``) and the engine is e
 
 ``tensorrt`` and ``cuda`` are imported when a runtime is made, never at module import, so this
 module imports on CPU-only machines and the selector can say why TensorRT is unavailable.
+
+TensorRT 10 (JetPack 6, NGC 24.x) builds reduced precision from builder flags (``FP16``,
+``INT8`` with a calibration cache). TensorRT 11 removed those flags and the calibrators: every
+network is strongly typed, so an fp16 engine needs an ONNX file whose layers are already fp16.
+``nvidia-modelopt``'s AutoCast makes one when it is installed (the mixed-precision file is kept
+beside the engines); without it the engine is built in fp32 and a log line says so. INT8 on 11
+needs quantize/dequantize nodes in the model, which edgeblur's models do not have, so it is
+refused. An attribute TensorRT no longer has (API drift in a version this code has not met) is
+turned into ``TensorRtUnavailable``, which the runtime selection falls back from.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +49,10 @@ log = logging.getLogger(__name__)
 
 ENGINE_FILE_SUFFIXES = (".engine", ".plan")
 PRECISIONS = ("fp16", "fp32", "int8")
+# The TensorRT major versions whose Python API this module is written against.
+SUPPORTED_MAJORS = (10, 11)
+# TensorRT 11 and later: strongly typed networks only (no FP16/INT8 builder flags).
+STRONGLY_TYPED_FROM = 11
 # Every model family here has stride 32; the smallest input preprocess can make is 32 px.
 MULTIPLE = 32
 # The optimization profile is tuned for 16:9 frames, the usual CCTV shape.
@@ -74,12 +90,69 @@ def load_modules() -> tuple[Any, Any]:
             raise TensorRtUnavailable(
                 f"cuda-python cannot be imported ({exc}); pip install 'cuda-python>=12,<13'"
             ) from None
-    version = str(getattr(trt, "__version__", "0"))
-    if int(version.split(".")[0] or 0) < 10:
+    major = tensorrt_major(trt)
+    if major < SUPPORTED_MAJORS[0]:
         raise TensorRtUnavailable(
-            f"TensorRT {version} is too old; edgeblur needs TensorRT 10 (JetPack 6 or newer)"
+            f"TensorRT {trt.__version__} is too old; edgeblur needs TensorRT 10 (JetPack 6 or "
+            "newer) or 11"
+        )
+    if major > SUPPORTED_MAJORS[-1]:
+        raise TensorRtUnavailable(
+            f"TensorRT {trt.__version__} is newer than the versions edgeblur supports (10 and "
+            "11); install TensorRT 11 or run on ONNX Runtime"
         )
     return trt, cudart
+
+
+def tensorrt_major(trt: Any) -> int:
+    """The major version of an imported ``tensorrt`` module; 0 when it has none."""
+    head = str(getattr(trt, "__version__", "0")).split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+@contextlib.contextmanager
+def api_drift(trt: Any, what: str) -> Iterator[None]:
+    """Turn a missing or changed TensorRT attribute into TensorRtUnavailable.
+
+    TensorRT renames and removes Python APIs between majors (11 dropped ``BuilderFlag.FP16``
+    and the calibrators); an AttributeError then must make the runtime selection fall back to
+    ONNX Runtime, not kill the service.
+    """
+    try:
+        yield
+    except (AttributeError, ImportError) as exc:
+        raise TensorRtUnavailable(
+            f"TensorRT {getattr(trt, '__version__', '?')} does not have the API edgeblur uses "
+            f"to {what} ({exc}); edgeblur supports TensorRT 10 and 11"
+        ) from None
+
+
+def modelopt_available() -> bool:
+    """Whether ModelOpt's AutoCast (PyPI ``nvidia-modelopt``) can be imported."""
+    try:
+        return importlib.util.find_spec("modelopt") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def effective_precision(trt: Any, precision: str) -> str:
+    """The precision an engine will really have for a requested one, on this TensorRT.
+
+    TensorRT 11 builds fp16 only from a mixed-precision model (ModelOpt AutoCast); without
+    ModelOpt it builds fp32, and says so once per model when it builds. INT8 on 11 needs
+    quantize/dequantize nodes in the model: EngineBuildError.
+    """
+    if tensorrt_major(trt) < STRONGLY_TYPED_FROM:
+        return precision
+    if precision == "int8":
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} builds INT8 engines only from models with explicit "
+            "quantize/dequantize nodes, which edgeblur's models do not have; set "
+            "runtime.precision to fp16, or use TensorRT 10 for calibrated INT8"
+        )
+    if precision == "fp16" and not modelopt_available():
+        return "fp32"
+    return precision
 
 
 def _call(cudart: Any, result: Any, what: str) -> Any:
@@ -208,12 +281,25 @@ def _calibrator(trt: Any, cache_file: Path) -> Any:
     return _CacheOnly()
 
 
-def build_engine(trt: Any, onnx_path: Path, settings: RuntimeSettings, input_width: int) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine for ``settings``; EngineBuildError if
-    TensorRT cannot."""
+def build_engine(
+    trt: Any,
+    onnx_path: Path,
+    settings: RuntimeSettings,
+    input_width: int,
+    precision: str | None = None,
+) -> bytes:
+    """Parse ``onnx_path`` and build a serialized engine in ``precision`` (default: the
+    settings'); EngineBuildError if TensorRT cannot.
+
+    On TensorRT 11 ``onnx_path`` must already carry the precision (``autocast_fp16``).
+    """
+    precision = precision or settings.precision
+    strongly_typed = tensorrt_major(trt) >= STRONGLY_TYPED_FROM
     logger = _trt_logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch
+    # 10: every network has an explicit batch (flags 0). 11: every network is strongly typed,
+    # and the flag that asked for it in 10 is gone, so 0 again.
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -223,12 +309,13 @@ def build_engine(trt: Any, onnx_path: Path, settings: RuntimeSettings, input_wid
         )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
-    if settings.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without scales run in fp16
-    if settings.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        cache_file = _calibration_file(settings)
-        config.int8_calibrator = _calibrator(trt, cache_file)
+    if not strongly_typed:
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without scales run in fp16
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            cache_file = _calibration_file(settings)
+            config.int8_calibrator = _calibrator(trt, cache_file)
     profile = builder.create_optimization_profile()
     dynamic = False
     for i in range(network.num_inputs):
@@ -251,6 +338,41 @@ def build_engine(trt: Any, onnx_path: Path, settings: RuntimeSettings, input_wid
     return bytes(serialized)
 
 
+def autocast_fp16(onnx_path: Path, out_dir: Path, model_sha256: str) -> Path:
+    """A mixed-precision (fp16) copy of ``onnx_path`` made by ModelOpt AutoCast, for TensorRT 11.
+
+    Kept in ``out_dir`` under the source's sha256, so a rebuild for another batch size or GPU
+    reuses it. Inputs and outputs stay float32 (``keep_io_types``): the runtime's buffers and
+    the models' pre- and postprocessing do not change.
+    """
+    dest = out_dir / f"{onnx_path.stem}-{model_sha256[:16]}.fp16.onnx"
+    if dest.is_file():
+        return dest
+    try:
+        import onnx
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+    except ImportError as exc:
+        raise EngineBuildError(
+            f"ModelOpt AutoCast cannot be imported ({exc}); reinstall nvidia-modelopt or set "
+            "runtime.precision to fp32"
+        ) from None
+    log.info("%s: converting to mixed precision with ModelOpt AutoCast", onnx_path.name)
+    try:
+        model = convert_to_mixed_precision(
+            onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True
+        )
+    except Exception as exc:  # a tool's failure on one model must not kill the service
+        raise EngineBuildError(
+            f"ModelOpt AutoCast could not convert {onnx_path.name} to fp16 ({exc}); set "
+            "runtime.precision to fp32"
+        ) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dest)
+    return dest
+
+
 def _calibration_file(settings: RuntimeSettings) -> Path:
     if settings.int8_calibration_cache is None:
         raise ConfigError(
@@ -270,15 +392,16 @@ def engine_key(
             f"runtime.precision {settings.precision!r} is not one of {', '.join(PRECISIONS)}."
         )
     gpu, cc = gpu_identity(cudart)
+    precision = effective_precision(trt, settings.precision)
     calibration = None
-    if settings.precision == "int8":
+    if precision == "int8":
         calibration = file_sha256(_calibration_file(settings))
     return EngineKey(
         model_sha256=file_sha256(onnx_path),
         gpu_name=gpu,
         compute_capability=cc,
         tensorrt_version=str(trt.__version__),
-        precision=settings.precision,
+        precision=precision,
         max_batch=settings.max_batch,
         input_wh_max=profile_wh_max(input_width, settings.max_aspect),
         calibration_sha256=calibration,
@@ -303,19 +426,41 @@ def ensure_engine(
     cache = EngineCache(settings.engine_dir)
 
     def build() -> bytes:
+        source = onnx_path
+        if key.precision != settings.precision:
+            log.warning(
+                "%s: TensorRT %s builds fp16 only from a mixed-precision model and "
+                "nvidia-modelopt is not installed; building fp32 (pip install nvidia-modelopt "
+                "for fp16)",
+                onnx_path.name,
+                key.tensorrt_version,
+            )
+        elif key.precision == "fp16" and tensorrt_major(trt) >= STRONGLY_TYPED_FROM:
+            source = autocast_fp16(onnx_path, cache.root / "onnx", key.model_sha256)
         log.info(
             "building TensorRT engine for %s (first run on this GPU; this can take minutes): "
             "%s, batch 1..%d, up to %dx%d, %s, TensorRT %s",
             onnx_path.name,
-            settings.precision,
+            key.precision,
             key.max_batch,
             *key.input_wh_max,
             key.gpu_name,
             key.tensorrt_version,
         )
-        return build_engine(trt, onnx_path, settings, input_width)
+        with api_drift(trt, "build an engine"):
+            return build_engine(trt, source, settings, input_width, key.precision)
 
     return cache.get_or_build(onnx_path.stem, key, build, force=force)
+
+
+def _is_view_of(array: np.ndarray, buf: _Buffer) -> bool:
+    """Whether ``array`` is the contiguous start of ``buf``'s pinned memory (``host_input``)."""
+    return (
+        buf.host_ptr != 0
+        and array.dtype == buf.host.dtype
+        and array.flags.c_contiguous
+        and array.__array_interface__["data"][0] == buf.host_ptr
+    )
 
 
 @dataclass(slots=True)
@@ -351,6 +496,16 @@ class TensorRtRuntime:
             raise ModelMissing(
                 f"Model file {path} does not exist; check the path or run `edgeblur models pull`."
             )
+        try:
+            # An attribute this TensorRT lacks falls back like a missing TensorRT.
+            with api_drift(self._trt, "load and run an engine"):
+                self._load(path, settings, input_width)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, path: Path, settings: RuntimeSettings, input_width: int) -> None:
+        """Deserialize (building first if needed) the engine, then bind its buffers."""
         runtime = self._trt.Runtime(_trt_logger(self._trt))
         if path.suffix in ENGINE_FILE_SUFFIXES:
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -376,11 +531,7 @@ class TensorRtRuntime:
                 )
         self._runtime = runtime  # the engine must not outlive the runtime that made it
         self.engine = engine
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
+        self._setup()
 
     # --- the Runtime protocol -------------------------------------------------------------------
 
@@ -388,6 +539,23 @@ class TensorRtRuntime:
         if name not in self.input_names:
             raise KeyError(name)
         return tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name))
+
+    def host_input(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous view of input ``name``'s pinned host buffer, of ``shape``.
+
+        Preprocess into it and pass it to ``run``: it goes to the GPU without the host copy an
+        ordinary array needs. Valid until the next ``run`` or ``host_input``; one owner thread.
+        """
+        buf = self._buffers[name]
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != len(buf.max_shape) or any(
+            a > m for a, m in zip(shape, buf.max_shape, strict=True)
+        ):
+            raise ConfigError(
+                f"{self.name}: input {name} of shape {shape} exceeds the TensorRT engine's "
+                f"largest {buf.max_shape}; raise runtime.max_aspect for tall frames."
+            )
+        return buf.host[: math.prod(shape)].reshape(shape)
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch; a batch above the engine's largest runs in parts, results joined."""
@@ -470,7 +638,8 @@ class TensorRtRuntime:
                     "tall frames (the engine is rebuilt on the next start)."
                 )
             view = buf.host[: array.size].reshape(array.shape)
-            np.copyto(view, array, casting="same_kind")
+            if not _is_view_of(array, buf):  # host_input's view is already in place
+                np.copyto(view, array, casting="same_kind")
             if not ctx.set_input_shape(name, array.shape):
                 raise ConfigError(
                     f"{self.name}: the TensorRT engine does not accept input {name} of shape "

@@ -154,10 +154,12 @@ class FakeContext:
 
 
 def make_fake_tensorrt(version: str = "10.3.0.30") -> types.ModuleType:
+    """TensorRT 10's API; from "11." on, without what 11 removed (FP16/INT8 builder flags)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.builds = 0
     trt.fail_parse = False
+    trt.parsed = []
 
     class ILogger:
         Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
@@ -177,6 +179,7 @@ def make_fake_tensorrt(version: str = "10.3.0.30") -> types.ModuleType:
 
         def parse_from_file(self, path: str) -> bool:
             assert Path(path).is_file()
+            trt.parsed.append(Path(path))
             if trt.fail_parse:
                 self.num_errors = 1
                 return False
@@ -240,6 +243,9 @@ def make_fake_tensorrt(version: str = "10.3.0.30") -> types.ModuleType:
     trt.Runtime = Runtime
     trt.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
     trt.BuilderFlag = SimpleNamespace(FP16="fp16", INT8="int8")
+    if int(version.split(".")[0]) >= 11:
+        # TensorRT 11: strongly typed networks only; the precision flags are gone.
+        trt.BuilderFlag = SimpleNamespace(REFIT="refit")
     trt.TensorIOMode = SimpleNamespace(INPUT="input", OUTPUT="output")
     trt.nptype = lambda dtype: np.float32
     return trt
@@ -251,8 +257,8 @@ def fresh_fallback_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(select, "_logged", set())
 
 
-def install_fakes(monkeypatch: pytest.MonkeyPatch, gpus: int = 1):
-    trt, cudart = make_fake_tensorrt(), FakeCudart(gpus)
+def install_fakes(monkeypatch: pytest.MonkeyPatch, gpus: int = 1, version: str = "10.3.0.30"):
+    trt, cudart = make_fake_tensorrt(version), FakeCudart(gpus)
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart
     cuda = types.ModuleType("cuda")
@@ -572,3 +578,177 @@ def test_fake_config_reaches_the_runtime_settings(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="int8_calibration_cache"):
         RuntimeConfig.model_validate({"precision": "int8"})
+
+
+# --- TensorRT 10 and 11, API drift ------------------------------------------------------------
+
+
+def fake_modelopt(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """A stand-in for nvidia-modelopt's AutoCast (not installable here: it needs CUDA wheels).
+
+    It returns the source model with a marker in its metadata, so the test can tell that the
+    file TensorRT parsed is the converted one; the calls' arguments are recorded.
+    """
+    import importlib.machinery
+
+    import onnx
+
+    calls: list[dict] = []
+
+    def convert_to_mixed_precision(**kwargs):
+        calls.append(kwargs)
+        model = onnx.load(kwargs["onnx_path"])
+        model.metadata_props.add(key="autocast", value=kwargs["low_precision_type"])
+        return model
+
+    names = ("modelopt", "modelopt.onnx", "modelopt.onnx.autocast")
+    mods = {name: types.ModuleType(name) for name in names}
+    for name, mod in mods.items():
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, mod)
+    mods["modelopt"].onnx = mods["modelopt.onnx"]
+    mods["modelopt.onnx"].autocast = mods["modelopt.onnx.autocast"]
+    mods["modelopt.onnx.autocast"].convert_to_mixed_precision = convert_to_mixed_precision
+    return calls
+
+
+def no_modelopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "modelopt", None)
+
+
+def test_fake_tensorrt10_sets_the_precision_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trt, _cudart = install_fakes(monkeypatch, version="10.13.3.9")
+    model = tmp_path / "face.onnx"
+    model.write_bytes(b"model bytes")
+    rt = select.open_runtime(model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, TensorRtRuntime) and "-fp16-" in rt.engine_path.name
+    plan = json.loads(rt.engine_path.read_bytes()[len(MAGIC) :])
+    assert plan["flags"] == ["fp16"] and trt.parsed == [model]
+    rt.close()
+
+
+def test_fake_tensorrt11_fp16_without_modelopt_builds_fp32_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _trt, _cudart = install_fakes(monkeypatch, version="11.4.0.11")
+    no_modelopt(monkeypatch)
+    model = tmp_path / "face.onnx"
+    model.write_bytes(b"model bytes")
+    rt = select.open_runtime(model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, TensorRtRuntime) and "-fp32-" in rt.engine_path.name
+    plan = json.loads(rt.engine_path.read_bytes()[len(MAGIC) :])
+    assert plan["flags"] == []  # strongly typed: no precision flag exists to set
+    (warning,) = messages(caplog, logging.WARNING)
+    assert "nvidia-modelopt is not installed; building fp32" in warning
+    rt.close()
+
+
+def test_fake_tensorrt11_fp16_builds_from_the_autocast_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_model: Path
+) -> None:
+    import onnx
+
+    trt, _cudart = install_fakes(monkeypatch, version="11.4.0.11")
+    calls = fake_modelopt(monkeypatch)
+    settings = trt_settings(tmp_path)
+    rt = select.open_runtime(onnx_model, settings, input_width=64)
+    assert isinstance(rt, TensorRtRuntime) and "-fp16-" in rt.engine_path.name
+    (call,) = calls
+    assert call["low_precision_type"] == "fp16" and call["keep_io_types"] is True
+    (parsed,) = trt.parsed
+    assert parsed.name.endswith(".fp16.onnx") and parsed.parent == tmp_path / "engines" / "onnx"
+    meta = {p.key: p.value for p in onnx.load(str(parsed)).metadata_props}
+    assert meta["autocast"] == "fp16"
+    rt.close()
+    # Another batch size: a new engine, the same converted model.
+    rt = select.open_runtime(onnx_model, trt_settings(tmp_path, max_batch=2), input_width=64)
+    assert trt.builds == 2 and len(calls) == 1 and trt.parsed == [parsed, parsed]
+    rt.close()
+
+
+def test_fake_tensorrt11_int8_is_refused_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_model: Path
+) -> None:
+    install_fakes(monkeypatch, version="11.4.0.11")
+    cache = tmp_path / "calib.cache"
+    cache.write_bytes(b"TRT-calibration")
+    settings = trt_settings(
+        tmp_path, precision="int8", int8_calibration_cache=str(cache), fallback=False
+    )
+    with pytest.raises(ConfigError, match="explicit quantize/dequantize nodes") as info:
+        select.open_runtime(onnx_model, settings, input_width=64)
+    assert "\n" not in str(info.value)
+    # With fallback on, the same refusal steps down to ONNX Runtime.
+    rt = select.open_runtime(
+        onnx_model,
+        trt_settings(tmp_path, precision="int8", int8_calibration_cache=str(cache)),
+        input_width=64,
+    )
+    assert isinstance(rt, OnnxRuntime)
+
+
+def test_fake_tensorrt12_is_unavailable_and_falls_back(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    onnx_model: Path,
+) -> None:
+    install_fakes(monkeypatch, version="12.0.0")
+    rt = select.open_runtime(onnx_model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, OnnxRuntime)
+    assert "supports (10 and 11)" in messages(caplog, logging.WARNING)[0]
+
+
+def test_fake_tensorrt_api_drift_falls_back_instead_of_crashing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    onnx_model: Path,
+) -> None:
+    """A 10.x that lacks an attribute edgeblur uses (as 11 lacks BuilderFlag.FP16)."""
+    trt, _cudart = install_fakes(monkeypatch, version="10.99.0")
+    trt.BuilderFlag = SimpleNamespace()
+    rt = select.open_runtime(onnx_model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, OnnxRuntime)
+    first = messages(caplog, logging.WARNING)[0]
+    assert "does not have the API edgeblur uses to build an engine" in first and "FP16" in first
+    # And at load time: an engine whose context lacks execute_async_v3's siblings.
+    trt2, _ = install_fakes(monkeypatch, version="10.3.0.30")
+    monkeypatch.delattr(trt2, "TensorIOMode")
+    select._logged.clear()
+    rt = select.open_runtime(onnx_model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, OnnxRuntime)
+    assert any("load and run an engine" in m for m in messages(caplog, logging.WARNING))
+    with pytest.raises(ConfigError, match=r"runtime\.fallback"):
+        select.open_runtime(onnx_model, trt_settings(tmp_path, fallback=False), input_width=64)
+
+
+def test_fake_host_input_goes_to_the_gpu_without_a_host_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fakes(monkeypatch)
+    model = tmp_path / "face.onnx"
+    model.write_bytes(b"model bytes")
+    rt = select.open_runtime(model, trt_settings(tmp_path), input_width=64)
+    assert isinstance(rt, TensorRtRuntime)
+    view = rt.host_input("images", (2, 3, 32, 64))
+    rng = np.random.default_rng(1)
+    view[...] = rng.random(view.shape, dtype=np.float32)  # "preprocess" straight into it
+    expected = view.sum(axis=(1, 2, 3))
+
+    def no_copy(*_a, **_k):
+        raise AssertionError("the pinned view was copied onto itself")
+
+    monkeypatch.setattr(trt_runtime.np, "copyto", no_copy)
+    (stats,) = rt.run({"images": view})
+    np.testing.assert_allclose(stats[:, 0], expected, rtol=1e-5)
+    monkeypatch.undo()
+    install_fakes(monkeypatch)  # undo() removed the fakes too; the runtime keeps its modules
+    ordinary = rng.random((1, 3, 32, 64), dtype=np.float32)
+    (stats,) = rt.run({"images": ordinary})  # an ordinary array is still copied in
+    np.testing.assert_allclose(stats[:, 0], ordinary.sum(axis=(1, 2, 3)), rtol=1e-5)
+    with pytest.raises(ConfigError, match="exceeds"):
+        rt.host_input("images", (9, 3, 32, 64))
+    rt.close()
