@@ -23,7 +23,7 @@ import ctypes
 import functools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,13 +262,22 @@ def _calibration_file(settings: RuntimeSettings) -> Path:
     )
 
 
+def resolve_precision(settings: RuntimeSettings) -> RuntimeSettings:
+    """``auto`` is fp16 on TensorRT; bf16 (an OpenVINO precision) is not built here."""
+    if settings.precision == "auto":
+        return replace(settings, precision="fp16")
+    if settings.precision not in PRECISIONS:
+        raise ConfigError(
+            f"runtime.precision {settings.precision!r} is not one TensorRT builds here "
+            f"({', '.join(PRECISIONS)}); use auto or fp16."
+        )
+    return settings
+
+
 def engine_key(
     trt: Any, cudart: Any, onnx_path: Path, settings: RuntimeSettings, input_width: int
 ) -> EngineKey:
-    if settings.precision not in PRECISIONS:
-        raise ConfigError(
-            f"runtime.precision {settings.precision!r} is not one of {', '.join(PRECISIONS)}."
-        )
+    settings = resolve_precision(settings)
     gpu, cc = gpu_identity(cudart)
     calibration = None
     if settings.precision == "int8":
@@ -294,6 +303,7 @@ def ensure_engine(
     minutes (a Jetson Orin Nano: several); later starts read the cache in a second.
     """
     trt, cudart = load_modules()
+    settings = resolve_precision(settings)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelMissing(
@@ -343,6 +353,7 @@ class TensorRtRuntime:
     ):
         self.name = Path(path).stem
         self._trt, self._cudart = load_modules()
+        self.precision = resolve_precision(settings).precision
         self._buffers: dict[str, _Buffer] = {}
         self._stream: Any = None
         self._closed = False
@@ -383,6 +394,9 @@ class TensorRtRuntime:
             raise
 
     # --- the Runtime protocol -------------------------------------------------------------------
+
+    def describe(self) -> tuple[str, str]:
+        return "tensorrt", self.precision
 
     def input_shape(self, name: str) -> tuple[int | str | None, ...]:
         if name not in self.input_names:
