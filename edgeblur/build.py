@@ -42,6 +42,7 @@ def runtime_settings(cfg: RuntimeConfig, max_batch: int | None = None) -> Runtim
         backend=cfg.backend,
         fallback=cfg.fallback,
         precision=cfg.precision,
+        device=cfg.device,
         max_batch=max(cfg.max_batch, max_batch or 0),
         max_aspect=cfg.max_aspect,
         engine_dir=None if cfg.engine_dir is None else str(cfg.engine_dir),

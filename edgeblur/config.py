@@ -27,10 +27,11 @@ class Base(BaseModel):
 
 
 class RuntimeConfig(Base):
-    backend: Literal["onnxruntime", "tensorrt", "auto"] = Field(
-        "onnxruntime",
+    backend: Literal["onnxruntime", "tensorrt", "openvino", "auto"] = Field(
+        "auto",
         description="onnxruntime: the providers below. tensorrt: TensorRT, else ONNX Runtime "
-        "CUDA, else CPU (each fallback logged). auto: the best one available.",
+        "CUDA, else CPU (each fallback logged). openvino: OpenVINO (x86-64), else ONNX Runtime "
+        "CPU. auto: the best one available (GPU, else OpenVINO, else ONNX Runtime).",
     )
     providers: list[str] = Field(
         ["CPUExecutionProvider"],
@@ -42,11 +43,16 @@ class RuntimeConfig(Base):
     )
     fallback: bool = Field(
         True,
-        description="backend tensorrt only: false makes a missing TensorRT or GPU an error "
-        "instead of a slower fallback.",
+        description="backend tensorrt or openvino: false makes a missing TensorRT, GPU or "
+        "OpenVINO an error instead of a slower fallback.",
     )
-    precision: Literal["fp16", "fp32", "int8"] = Field(
-        "fp16", description="TensorRT precision: fp16 runs on tensor cores; int8 needs a cache."
+    precision: Literal["auto", "fp16", "bf16", "fp32", "int8"] = Field(
+        "auto",
+        description="auto: fp16 on TensorRT; on OpenVINO bf16 where the CPU has it (AMX, "
+        "AVX-512-BF16), else fp32. bf16: OpenVINO only. int8: TensorRT only, needs a cache.",
+    )
+    device: Literal["auto", "CPU", "GPU"] = Field(
+        "auto", description="OpenVINO device; auto: an Intel GPU when present, else the CPU."
     )
     int8_calibration_cache: Path | None = Field(
         None,

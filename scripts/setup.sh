@@ -11,5 +11,8 @@ if [[ ! -x .venv/bin/python ]]; then
   "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+extras=dev
+# OpenVINO is the default CPU runtime where it exists (x86-64); elsewhere ONNX Runtime runs.
+[[ "$(uname -m)" == x86_64 ]] && extras=dev,openvino
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
 .venv/bin/edgeblur models pull

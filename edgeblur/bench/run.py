@@ -435,6 +435,10 @@ def one_line(r: int, name: str, run: dict) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.runtimes:
+        from edgeblur.bench.runtimes import cmd_bench_runtimes
+
+        return cmd_bench_runtimes(args)
     from edgeblur.bench.run import clips as bc
 
     if args.child:
@@ -510,6 +514,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     add("--rtsp", metavar="URL", help="Push to URL/camN instead of writing files.")
     add("--rss-every", type=float, metavar="S", help="Sample RSS every S seconds.")
     add("--json", type=Path, metavar="OUT", help="Write every figure as JSON.")
+    add("--runtimes", action="store_true", help="Compare the CPU runtimes on the models instead.")
     add("--child", help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bench)
     return b

@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeblur.models.base import ModelSettings
-from edgeblur.models.ops import Letterbox, input_size_for, letterbox_batch, nms, to_original
+from edgeblur.models.ops import (
+    Letterbox,
+    LetterboxBuffers,
+    input_size_for,
+    letterbox_batch,
+    nms,
+    to_original,
+)
 from edgeblur.types import Detections, Kind
 
 STRIDE = 4
@@ -23,6 +30,7 @@ class CenterFace:
 
     def __init__(self, settings: ModelSettings):
         self.settings = settings
+        self._buffers = LetterboxBuffers()  # inputs reused frame to frame
         self.kind = settings.kind_of_class.get(0, Kind.FACE)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[Letterbox]]:
@@ -32,7 +40,9 @@ class CenterFace:
             self.stride,
             self.settings.max_upscale,
         )
-        batch, boxes = letterbox_batch(images, wh, pad_value=0.0, scale_by=1.0)
+        batch, boxes = letterbox_batch(
+            images, wh, pad_value=0.0, scale_by=1.0, buffers=self._buffers
+        )
         return {self.input_name: batch}, boxes
 
     def postprocess(self, outputs: list[np.ndarray], meta: list[Letterbox]) -> list[Detections]:

@@ -6,6 +6,7 @@ frame is a single division by the scale; no offsets to carry around.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -41,11 +42,58 @@ def input_size_for(
     return width, max(multiple, round_up(width * aspect, multiple))
 
 
+class LetterboxBuffers:
+    """One model's reused input arrays, so a frame allocates no batch and no resized image.
+
+    Holds the float32 NCHW batch per input size (grown to the largest batch seen) and the uint8
+    resized image per resized size, each in a small LRU: a service sees a few sizes, not one per
+    frame. Padding is written only where an image's placement changed since the slot's last use.
+    Not thread-safe: one model, one owner thread. The batch handed out is valid until the next
+    call, which overwrites it.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._batches: OrderedDict[tuple[int, int], tuple[np.ndarray, list]] = OrderedDict()
+        self._resized: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.allocations = 0  # arrays made so far: stays flat once the sizes are known
+
+    def batch(self, n: int, in_wh: tuple[int, int], pad_value: float) -> tuple[np.ndarray, list]:
+        """(array of at least n images, placement (w, h) last written to each slot)."""
+        key = (in_wh[1], in_wh[0])
+        entry = self._batches.get(key)
+        if entry is None or len(entry[0]) < n:
+            arr = np.full((n, 3, *key), pad_value, dtype=np.float32)
+            self.allocations += 1
+            entry = (arr, [None] * n)
+            self._batches[key] = entry
+        self._batches.move_to_end(key)
+        _trim(self._batches, self.keep)
+        return entry
+
+    def resized(self, wh: tuple[int, int]) -> np.ndarray:
+        key = (wh[1], wh[0])
+        arr = self._resized.get(key)
+        if arr is None:
+            arr = np.empty((*key, 3), np.uint8)
+            self.allocations += 1
+            self._resized[key] = arr
+        self._resized.move_to_end(key)
+        _trim(self._resized, self.keep * 2)
+        return arr
+
+
+def _trim(cache: OrderedDict, keep: int) -> None:
+    while len(cache) > keep:
+        cache.popitem(last=False)
+
+
 def letterbox_batch(
     images: list[np.ndarray],
     input_wh: tuple[int, int],
     pad_value: float,
     scale_by: float,
+    buffers: LetterboxBuffers | None = None,
 ) -> tuple[np.ndarray, list[Letterbox]]:
     """Resize each RGB image into one NCHW float32 batch.
 
@@ -54,19 +102,37 @@ def letterbox_batch(
         input_wh: network input width and height.
         pad_value: value of the padding, in the model's input units.
         scale_by: factor applied to pixel values (1.0 for 0..255 input, 1/255 for 0..1).
+        buffers: reuse these arrays (the result is then valid until the next call with them);
+            None: a fresh batch.
     Returns:
         (batch of shape (N, 3, H, W) float32, one Letterbox per image)
     """
     in_w, in_h = input_wh
-    batch = np.full((len(images), 3, in_h, in_w), pad_value, dtype=np.float32)
+    n = len(images)
+    if buffers is None:
+        batch, placed = np.full((n, 3, in_h, in_w), pad_value, dtype=np.float32), [None] * n
+    else:
+        full, placed = buffers.batch(n, input_wh, pad_value)
+        batch = full[:n]
     boxes = []
     for i, img in enumerate(images):
         h, w = img.shape[:2]
         scale = min(in_w / w, in_h / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = (
-            img if (nw, nh) == (w, h) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        )
+        if (nw, nh) == (w, h):
+            resized = img
+        elif buffers is None:
+            resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        else:
+            resized = cv2.resize(
+                img, (nw, nh), dst=buffers.resized((nw, nh)), interpolation=cv2.INTER_LINEAR
+            )
+        if placed[i] is not None and placed[i] != (nw, nh):
+            # Another size was here before: its pixels outside this image become padding again.
+            batch[i, :, :, nw:] = pad_value
+            batch[i, :, nh:, :nw] = pad_value
+        placed[i] = (nw, nh)
+        # One pass from uint8 HWC to float32 CHW, scaled, straight into the batch.
         chw = resized.transpose(2, 0, 1)
         if scale_by == 1.0:
             batch[i, :, :nh, :nw] = chw

@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeblur.models.base import ModelSettings
-from edgeblur.models.ops import Letterbox, cxcywh_to_xyxy, letterbox_batch, nms, to_original
+from edgeblur.models.ops import (
+    Letterbox,
+    LetterboxBuffers,
+    cxcywh_to_xyxy,
+    letterbox_batch,
+    nms,
+    to_original,
+)
 from edgeblur.types import Detections, Kind
 
 
@@ -25,12 +32,17 @@ class YoloV5Face:
                 "YOLOv5-face needs fixed_input_wh: its exports run only at their traced size"
             )
         self.settings = settings
+        self._buffers = LetterboxBuffers()  # inputs reused frame to frame
         self.input_name = input_name
         self.kind = settings.kind_of_class.get(0, Kind.FACE)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[Letterbox]]:
         batch, boxes = letterbox_batch(
-            images, self.settings.fixed_input_wh, pad_value=114 / 255, scale_by=1 / 255
+            images,
+            self.settings.fixed_input_wh,
+            pad_value=114 / 255,
+            scale_by=1 / 255,
+            buffers=self._buffers,
         )
         return {self.input_name: batch}, boxes
 

@@ -12,6 +12,7 @@ import numpy as np
 from edgeblur.models.base import ModelSettings
 from edgeblur.models.ops import (
     Letterbox,
+    LetterboxBuffers,
     cxcywh_to_xyxy,
     input_size_for,
     letterbox_batch,
@@ -27,6 +28,7 @@ class YoloV8:
 
     def __init__(self, settings: ModelSettings):
         self.settings = settings
+        self._buffers = LetterboxBuffers()  # inputs reused frame to frame
         n = max(settings.kind_of_class, default=-1) + 1
         # class id → Kind, 255 for classes we do not hide (dropped after decoding)
         self._kinds = np.full(max(n, 1), 255, np.uint8)
@@ -40,7 +42,9 @@ class YoloV8:
             self.stride,
             self.settings.max_upscale,
         )
-        batch, boxes = letterbox_batch(images, wh, pad_value=114 / 255, scale_by=1 / 255)
+        batch, boxes = letterbox_batch(
+            images, wh, pad_value=114 / 255, scale_by=1 / 255, buffers=self._buffers
+        )
         return {self.input_name: batch}, boxes
 
     def postprocess(self, outputs: list[np.ndarray], meta: list[Letterbox]) -> list[Detections]:

@@ -18,9 +18,13 @@ class RuntimeSettings:
         allow_spinning: let idle worker threads spin; off by default because spinning threads
             steal the only other core from decoding and encoding on small boxes.
         backend: ``onnxruntime`` (the providers above), ``tensorrt`` (falls back to ONNX
-            Runtime CUDA, then CPU, each step logged) or ``auto`` (the best one available).
+            Runtime CUDA, then CPU, each step logged), ``openvino`` or ``auto`` (the best one
+            available).
         fallback: when False, a missing TensorRT or GPU is an error instead of a slower run.
-        precision: TensorRT engine precision: ``fp16``, ``fp32`` or ``int8``.
+        precision: ``auto`` (TensorRT fp16; OpenVINO bf16 where the CPU has it, else fp32),
+            ``fp16``, ``fp32``, ``bf16`` (OpenVINO) or ``int8`` (TensorRT).
+        device: OpenVINO device: ``auto`` (an Intel GPU when present, else the CPU), ``CPU``
+            or ``GPU``.
         max_batch: largest batch a TensorRT engine is built for; larger batches run in parts.
         max_aspect: tallest input a TensorRT engine accepts, as height / input width.
         engine_dir: TensorRT engine cache folder; None: ``<cache>/engines``.
@@ -34,7 +38,8 @@ class RuntimeSettings:
     options: dict[str, str] = field(default_factory=dict)
     backend: str = "onnxruntime"
     fallback: bool = True
-    precision: str = "fp16"
+    precision: str = "auto"
+    device: str = "auto"
     max_batch: int = 8
     max_aspect: float = 1.0
     engine_dir: str | None = None
@@ -53,4 +58,8 @@ class Runtime(Protocol):
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch; outputs in the network's output order."""
+        ...
+
+    def describe(self) -> tuple[str, str]:
+        """(runtime and device, precision) this network actually runs on, for status/metrics."""
         ...

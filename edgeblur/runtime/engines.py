@@ -326,6 +326,7 @@ def build_engines(
     settings = runtime_settings(
         config.runtime, max_batch=scheduler.max_batch if scheduler else None
     )
+    settings = trt_runtime.resolve_precision(settings)  # auto: the precision actually built
     seen: set[tuple[Path, int]] = set()
     paths = []
     for role, cfg, where in _roles(config):

@@ -58,6 +58,10 @@ class OnnxRuntime:
         first = self.session.get_inputs()[0].shape
         self.batch_dynamic = not isinstance(first[0], int)
 
+    def describe(self) -> tuple[str, str]:
+        # Only the first provider is named: ONNX Runtime puts on it every node it can run.
+        return f"onnxruntime-{self.providers[0].removesuffix('ExecutionProvider')}", "fp32"
+
     def input_shape(self, name: str) -> tuple[int | str | None, ...]:
         for i in self.session.get_inputs():
             if i.name == name:

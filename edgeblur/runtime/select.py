@@ -7,8 +7,14 @@
 - ``tensorrt``: TensorRT; if it cannot run here, ONNX Runtime's CUDA provider; if that cannot
   either, the CPU. Each step down is a WARNING with the reason, logged once per process, never
   silent; ``runtime.fallback: false`` makes it an error instead.
-- ``auto``: the same chain for "use the GPU if there is one"; steps down are logged at INFO,
-  because a CPU-only box running on its CPU is what was asked for.
+- ``openvino``: OpenVINO (x86-64 CPUs, Intel GPUs); where it is not installed, ONNX Runtime CPU
+  with a WARNING (``runtime.fallback: false``: an error).
+- ``auto``: the GPU if there is one (TensorRT, then ONNX Runtime CUDA), else the CPU with the
+  fastest runtime installed: OpenVINO on x86-64, else ONNX Runtime, the portable fallback. Steps
+  down are logged at INFO, because a CPU-only box running on its CPU is what was asked for.
+
+Whatever is chosen is logged once per process with its precision; ``Runtime.describe()`` says it
+for status pages and metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from edgeblur.errors import ConfigError, ModelMissing
 from edgeblur.runtime.base import Runtime, RuntimeSettings
 from edgeblur.runtime.onnxruntime import OnnxRuntime
+from edgeblur.runtime.openvino import OpenVinoRuntime, OpenVinoUnavailable
 from edgeblur.runtime.tensorrt import (
     ENGINE_FILE_SUFFIXES,
     CudaError,
@@ -31,7 +38,9 @@ from edgeblur.runtime.tensorrt import (
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+BACKENDS = ("onnxruntime", "tensorrt", "openvino", "auto")
+# Precisions that only TensorRT builds; OpenVINO reached by ``auto`` chooses its own instead.
+TENSORRT_ONLY_PRECISIONS = ("fp16", "int8")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -57,7 +66,13 @@ def open_runtime(
     ``input_width`` is the role's detection width: the largest width a TensorRT engine's
     profile is built for.
     """
-    path = Path(path)
+    runtime = _open(Path(path), settings, input_width)
+    name, precision = runtime.describe()
+    _log_once(logging.INFO, f"inference runs on {name} at {precision}")
+    return runtime
+
+
+def _open(path: Path, settings: RuntimeSettings, input_width: int) -> Runtime:
     if settings.backend == "onnxruntime":
         return OnnxRuntime(path, settings)
     if settings.backend not in BACKENDS:
@@ -68,6 +83,12 @@ def open_runtime(
         raise ModelMissing(
             f"Model file {path} does not exist; check the path or run `edgeblur models pull`."
         )
+    if settings.backend == "openvino":
+        try:
+            return OpenVinoRuntime(path, settings)
+        except OpenVinoUnavailable as exc:
+            _step_down(settings, str(exc), "ONNX Runtime CPU")
+            return OnnxRuntime(path, _cpu_settings(settings))
     try:
         return TensorRtRuntime(path, settings, input_width=input_width)
     except TensorRtUnavailable as exc:
@@ -86,19 +107,37 @@ def open_runtime(
         log.info("%s: running on ONNX Runtime CUDA", path.stem)
         return runtime
     assert reason is not None
+    if settings.backend == "auto":
+        _step_down(settings, reason, "the CPU")
+        try:
+            return OpenVinoRuntime(path, _openvino_settings(settings))
+        except OpenVinoUnavailable as exc:
+            reason = str(exc)
     _step_down(settings, reason, "ONNX Runtime CPU")
     if runtime is not None:  # the CUDA attempt already opened a session, which runs on the CPU
         return runtime
     return OnnxRuntime(path, _cpu_settings(settings))
 
 
+def _openvino_settings(settings: RuntimeSettings) -> RuntimeSettings:
+    """``auto`` reached the CPU: a TensorRT precision (fp16 for the GPU) means auto here."""
+    if settings.precision not in TENSORRT_ONLY_PRECISIONS:
+        return settings
+    _log_once(
+        logging.INFO,
+        f"runtime.precision {settings.precision} is a TensorRT precision; OpenVINO chooses its "
+        "own (auto)",
+    )
+    return replace(settings, precision="auto")
+
+
 def _step_down(settings: RuntimeSettings, reason: str, to: str) -> None:
-    if settings.backend == "tensorrt" and not settings.fallback:
+    if settings.backend in ("tensorrt", "openvino") and not settings.fallback:
         raise ConfigError(
-            f"runtime.backend is tensorrt but {reason}; fix that, or set runtime.fallback to "
-            f"true to run on {to} instead."
+            f"runtime.backend is {settings.backend} but {reason}; fix that, or set "
+            f"runtime.fallback to true to run on {to} instead."
         )
-    level = logging.WARNING if settings.backend == "tensorrt" else logging.INFO
+    level = logging.INFO if settings.backend == "auto" else logging.WARNING
     _log_once(level, f"{reason}; falling back to {to}")
 
 

@@ -35,7 +35,7 @@ import importlib.util
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -384,13 +384,22 @@ def _calibration_file(settings: RuntimeSettings) -> Path:
     )
 
 
+def resolve_precision(settings: RuntimeSettings) -> RuntimeSettings:
+    """``auto`` is fp16 on TensorRT; bf16 (an OpenVINO precision) is not built here."""
+    if settings.precision == "auto":
+        return replace(settings, precision="fp16")
+    if settings.precision not in PRECISIONS:
+        raise ConfigError(
+            f"runtime.precision {settings.precision!r} is not one TensorRT builds here "
+            f"({', '.join(PRECISIONS)}); use auto or fp16."
+        )
+    return settings
+
+
 def engine_key(
     trt: Any, cudart: Any, onnx_path: Path, settings: RuntimeSettings, input_width: int
 ) -> EngineKey:
-    if settings.precision not in PRECISIONS:
-        raise ConfigError(
-            f"runtime.precision {settings.precision!r} is not one of {', '.join(PRECISIONS)}."
-        )
+    settings = resolve_precision(settings)
     gpu, cc = gpu_identity(cudart)
     precision = effective_precision(trt, settings.precision)
     calibration = None
@@ -417,6 +426,7 @@ def ensure_engine(
     minutes (a Jetson Orin Nano: several); later starts read the cache in a second.
     """
     trt, cudart = load_modules()
+    settings = resolve_precision(settings)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelMissing(
@@ -488,6 +498,7 @@ class TensorRtRuntime:
     ):
         self.name = Path(path).stem
         self._trt, self._cudart = load_modules()
+        self.precision = resolve_precision(settings).precision
         self._buffers: dict[str, _Buffer] = {}
         self._stream: Any = None
         self._closed = False
@@ -534,6 +545,9 @@ class TensorRtRuntime:
         self._setup()
 
     # --- the Runtime protocol -------------------------------------------------------------------
+
+    def describe(self) -> tuple[str, str]:
+        return "tensorrt", self.precision
 
     def input_shape(self, name: str) -> tuple[int | str | None, ...]:
         if name not in self.input_names:

@@ -9,6 +9,7 @@ import pytest
 
 from edgeblur.models.ops import (
     Letterbox,
+    LetterboxBuffers,
     box_iou,
     cxcywh_to_xyxy,
     input_size_for,
@@ -126,6 +127,44 @@ def test_letterbox_keeps_positions_so_one_division_maps_back() -> None:
     assert (batch[0, :, :45] == 0).all() and (batch[0, :, :, :95] == 0).all()
     back = to_original(boxes([[100, 50, 200, 150]]), lb)
     np.testing.assert_allclose(back, [[200, 100, 400, 300]])
+
+
+def noise(w: int, h: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("scale_by", "pad_value"), [(1.0, 0.0), (1 / 255, 114 / 255)])
+def test_reused_buffers_give_the_same_batch_as_fresh_ones_when_sizes_change(
+    scale_by: float, pad_value: float
+) -> None:
+    """A slot that held a larger image must be padded again where the smaller one does not reach."""
+    buffers = LetterboxBuffers()
+    sequence = [
+        ([noise(1280, 720, 1), noise(640, 640, 2)], (640, 640)),
+        ([noise(480, 960, 3)], (640, 640)),  # slot 0: was 640×360, now 320×640
+        ([noise(1280, 720, 4), noise(100, 50, 5), noise(200, 800, 6)], (640, 640)),
+        ([noise(1280, 720, 7)], (640, 384)),  # another input size: its own buffer
+        ([noise(1280, 720, 8), noise(640, 640, 9)], (640, 640)),
+    ]
+    for images, wh in sequence:
+        fresh, lbs = letterbox_batch(images, wh, pad_value, scale_by)
+        reused, lbs2 = letterbox_batch(images, wh, pad_value, scale_by, buffers=buffers)
+        assert reused.shape == fresh.shape and reused.dtype == np.float32
+        assert reused.flags.c_contiguous
+        np.testing.assert_array_equal(reused, fresh)
+        assert lbs == lbs2
+
+
+def test_reused_buffers_allocate_nothing_per_frame_once_sizes_are_known() -> None:
+    buffers = LetterboxBuffers()
+    frames = [noise(1280, 720, seed) for seed in range(3)]
+    first, _ = letterbox_batch(frames[:1], (640, 384), 0.0, 1.0, buffers=buffers)
+    made = buffers.allocations
+    assert made == 2  # the batch and the resized image
+    for frame in frames:
+        batch, _ = letterbox_batch([frame], (640, 384), 0.0, 1.0, buffers=buffers)
+        assert np.shares_memory(batch, first)
+    assert buffers.allocations == made
 
 
 def test_letterbox_batch_gives_each_image_its_own_scale() -> None:

@@ -516,13 +516,14 @@ def test_fake_fallback_off_makes_a_missing_tensorrt_an_error(
         select.open_runtime(onnx_model, trt_settings(tmp_path, fallback=False), input_width=64)
 
 
-def test_fake_auto_on_a_cpu_box_steps_down_at_info(
+def test_fake_auto_on_a_cpu_box_without_openvino_importable_steps_down_at_info(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     onnx_model: Path,
 ) -> None:
     no_tensorrt(monkeypatch)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as on a box without the extra
     caplog.set_level(logging.INFO)
     rt = select.open_runtime(onnx_model, trt_settings(tmp_path, backend="auto"), input_width=64)
     assert isinstance(rt, OnnxRuntime)
