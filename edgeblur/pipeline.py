@@ -24,7 +24,7 @@ from edgeblur.detect import Detector
 from edgeblur.io.source import Source
 from edgeblur.metrics import Metrics
 from edgeblur.publish import Publisher, Work
-from edgeblur.secrets import redact
+from edgeblur.secrets import SecretUrl
 from edgeblur.shots import CutDetector
 from edgeblur.types import Detections, Frame
 
@@ -260,5 +260,5 @@ class Service:
         }
 
 
-def _redacted(url: str | None) -> str | None:
-    return redact(url) if url else None
+def _redacted(url: SecretUrl | None) -> str | None:
+    return str(url) if url else None  # SecretUrl prints redacted
