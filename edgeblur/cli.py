@@ -69,8 +69,10 @@ def job_config(args: argparse.Namespace):
     try:
         return JobConfig.model_validate(data)
     except ValidationError as err:
+        given = [(a, k) for a, k in BLUR_OVERRIDES.items() if getattr(args, a, None) is not None]
+        flags = {k: "--" + a.replace("_", "-") for a, k in given}
         raise ConfigError(
-            describe_error(err, str(args.config or "command line"), JobConfig)
+            describe_error(err, str(args.config or "command line"), JobConfig, flags=flags)
         ) from None
 
 
@@ -146,12 +148,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from edgeblur.build import build_service
-    from edgeblur.config import HttpConfig, load_service_config
+    from edgeblur.config import HttpConfig, ServeFlags, check_flags, load_service_config
     from edgeblur.io.preview import PreviewHub
     from edgeblur.live.http import HttpServer
     from edgeblur.live.metrics import Metrics
     from edgeblur.secrets import install_log_redaction
 
+    check_flags(ServeFlags, {"--port": args.port, "--duration": args.duration})
     if args.demo == bool(args.config):
         raise ConfigError("Give either -c CAMERAS.yaml or --demo; see `edgeblur serve --help`.")
     cfg = demo_config(args.port) if args.demo else load_service_config(args.config)
@@ -202,14 +205,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    import yaml
-
-    from edgeblur.config import load_service_config
-    from edgeblur.secrets import redact
+    from edgeblur.config import load_service_config, render_config
 
     cfg = load_service_config(args.file)
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    print(redact(text), end="")
+    print(render_config(cfg), end="")
     print(f"edgeblur: {args.file} is valid ({len(cfg.cameras)} camera(s))", file=sys.stderr)
     return 0
 

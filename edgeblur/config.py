@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeblur.errors import ConfigError
+from edgeblur.secrets import SecretUrl
 from edgeblur.types import CAMERA_NAME
 
 Byte = Annotated[int, Field(ge=0, le=255)]
@@ -219,30 +220,97 @@ def interpolate_env(
     return _ENV.sub(repl, text)
 
 
+# A cameras.yaml is a few kB; these bounds only stop a hostile file (a "billion laughs" of nested
+# aliases, a self-referencing alias) from exhausting memory or the stack.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+class _Interpolator:
+    """Fills ${VAR} in every string of a parsed YAML tree without expanding aliases.
+
+    A node reached through several aliases is interpolated once and shared (``memo``), so the
+    work is linear in the file. Its expanded size, what pydantic and the dump would walk, is
+    counted with the same memo and bounded by MAX_VALUES; an alias that contains itself is
+    refused instead of recursing until Python's stack gives out.
+    """
+
+    def __init__(self, source: str, env: dict[str, str] | None):
+        self.source, self.env = source, env
+        self.memo: dict[int, tuple[Any, int]] = {}
+        self.open: set[int] = set()
+
+    def fill(self, node: Any, key: str, depth: int) -> tuple[Any, int]:
+        """(interpolated node, number of values it expands to)."""
+        if isinstance(node, str):
+            return interpolate_env(node, self.source, self.env, key), 1
+        if not isinstance(node, (dict, list)):
+            return node, 1
+        ident = id(node)
+        if ident in self.memo:
+            return self.memo[ident]
+        where = key or "the top level"
+        if ident in self.open:
+            raise ConfigError(
+                f"{self.source}: '{where}' contains an alias to itself; a config must be a "
+                "finite tree, remove the recursive *alias."
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"{self.source}: '{where}' is nested more than {MAX_DEPTH} levels deep; flatten it."
+            )
+        self.open.add(ident)
+        size = 1
+        out: Any
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                out[k], n = self.fill(v, f"{key}.{k}" if key else str(k), depth + 1)
+                size += n
+        else:
+            out = []
+            for i, v in enumerate(node):
+                value, n = self.fill(v, f"{key}[{i}]", depth + 1)
+                out.append(value)
+                size += n
+        self.open.discard(ident)
+        if size > MAX_VALUES:
+            raise ConfigError(
+                f"{self.source}: '{where}' expands to more than {MAX_VALUES} values "
+                "(aliases nested in aliases); write the values out or use fewer aliases."
+            )
+        self.memo[ident] = (out, size)
+        return out, size
+
+
 def _interpolate_tree(node: Any, source: str, env: dict[str, str] | None, key: str) -> Any:
     # After parsing, not before: a value such as a password with ' #' or ': ' stays one literal
     # string instead of being re-read as YAML syntax.
-    if isinstance(node, str):
-        return interpolate_env(node, source, env, key)
-    if isinstance(node, dict):
-        return {
-            k: _interpolate_tree(v, source, env, f"{key}.{k}" if key else str(k))
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_interpolate_tree(v, source, env, f"{key}[{i}]") for i, v in enumerate(node)]
-    return node
+    return _Interpolator(source, env).fill(node, key, 0)[0]
 
 
-def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+def _read_config_text(path: Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"Config file {path} cannot be read ({exc.strerror}); check the path."
         ) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"Config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; give a YAML "
+            "config of a few kB (is this the right file?)."
+        )
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"Config file {path} is not UTF-8 text; give a YAML file.") from None
+
+
+def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    text = _read_config_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -251,6 +319,13 @@ def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
         raise ConfigError(
             f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax."
         ) from exc
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to read; flatten it to at most {MAX_DEPTH} levels."
+        ) from None
+    except (ValueError, OverflowError) as exc:
+        # The YAML constructors reject a few well-formed scalars (a date with month 13).
+        raise ConfigError(f"{path}: a value cannot be read ({exc}); fix it.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -260,10 +335,63 @@ def load_yaml(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     return _interpolate_tree(data, str(path), env, "")
 
 
+def render_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML for `config check`, every URL redacted.
+
+    The URLs are ``SecretUrl`` fields that dump as their redacted form, so no secret is in the
+    tree being rendered; a wide width keeps the dumper from folding long values at all.
+    """
+    return yaml.safe_dump(
+        cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=1 << 30
+    )
+
+
+def _bounds(field: Any) -> str:
+    lo = hi = None
+    strict = False
+    for m in field.metadata:
+        if getattr(m, "ge", None) is not None:
+            lo = m.ge
+        if getattr(m, "gt", None) is not None:
+            lo, strict = m.gt, True
+        if getattr(m, "le", None) is not None:
+            hi = m.le
+    if lo is not None and hi is not None:
+        return (
+            f"must be over {lo:g} and at most {hi:g}"
+            if strict
+            else f"must be between {lo} and {hi}"
+        )
+    return "is not valid"
+
+
+def check_flags(model: type[BaseModel], flags: dict[str, Any]) -> BaseModel:
+    """Validate command-line values (``{"--port": 70000}``) against ``model``'s fields.
+
+    A bad value is one sentence naming the flag, not a pydantic traceback.
+    """
+    data = {f.lstrip("-").replace("-", "_"): v for f, v in flags.items() if v is not None}
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        name = str(err.errors()[0]["loc"][0])
+        raise ConfigError(
+            f"--{name.replace('_', '-')} {_bounds(model.model_fields[name])}, "
+            f"got {data.get(name)!r}; see `edgeblur --help`."
+        ) from None
+
+
 def describe_error(
-    err: ValidationError, source: str, model: type[BaseModel], prefix: str = ""
+    err: ValidationError,
+    source: str,
+    model: type[BaseModel],
+    prefix: str = "",
+    flags: dict[str, str] | None = None,
 ) -> str:
-    """One sentence for the first pydantic error: file, key path, problem, and a suggestion."""
+    """One sentence for the first pydantic error: file, key path, problem, and a suggestion.
+
+    ``flags`` maps key paths set from the command line to their flag, which is named instead.
+    """
     e = err.errors()[0]
     loc = [str(p) for p in e["loc"]]
     if loc and loc[0] == "cameras" and len(loc) > 1 and loc[1].isdigit():
@@ -278,6 +406,8 @@ def describe_error(
         return f"{source}: unknown key '{key}'; {hint}"
     if e["type"] == "missing":
         return f"{source}: '{key}' is missing; add it."
+    if flags and key in flags:
+        return f"{flags[key]}: {e['msg'].lower()}; fix that value."
     # Never echo the value: it may be a URL with a password.
     return f"{source}: '{key}' {e['msg'].lower()}; fix that value."
 
@@ -336,15 +466,17 @@ class OutputEncodeConfig(Base):
 
 
 class OutputConfig(Base):
-    rtsp: str | None = Field(None, description="Push URL, e.g. rtsp://127.0.0.1:8554/<name>.")
+    rtsp: SecretUrl | None = Field(
+        None, description="Push URL, e.g. rtsp://127.0.0.1:8554/<name>; printed redacted."
+    )
     file: Path | None = Field(None, description="Also record to this file (renamed when closed).")
     preview: bool = Field(True, description="Low-rate MJPEG preview on the HTTP server.")
     encode: OutputEncodeConfig = OutputEncodeConfig()
 
     @field_validator("rtsp")
     @classmethod
-    def _rtsp_scheme(cls, v: str | None) -> str | None:
-        if v is not None and v.split("://", 1)[0].lower() not in OUTPUT_SCHEMES:
+    def _rtsp_scheme(cls, v: SecretUrl | None) -> SecretUrl | None:
+        if v is not None and v.scheme not in OUTPUT_SCHEMES:
             raise ValueError(f"must be an rtsp:// or rtsps:// URL (scheme one of {OUTPUT_SCHEMES})")
         return v
 
@@ -370,7 +502,9 @@ class CameraConfig(Base):
     """One camera after defaults were merged in."""
 
     name: str
-    url: str = Field(..., description="rtsp://, rtsps://, http(s):// or a file path.")
+    url: SecretUrl = Field(
+        ..., description="rtsp://, rtsps://, http(s):// or a file path; printed redacted."
+    )
     enabled: bool = True
     output: OutputConfig = OutputConfig()
     source: SourceConfig = SourceConfig()
@@ -388,11 +522,16 @@ class CameraConfig(Base):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        if "://" in v and v.split("://", 1)[0].lower() not in SOURCE_SCHEMES:
+    def _url(cls, v: SecretUrl) -> SecretUrl:
+        # str(v) is redacted after '://', so the scheme part can be checked without the secret.
+        text = str(v)
+        if "://" in text and v.scheme not in SOURCE_SCHEMES:
             raise ValueError(
                 f"must use one of the schemes {', '.join(SOURCE_SCHEMES)} or be a path"
             )
+        if "://" not in text and text.split(":", 1)[0].lower() in SOURCE_SCHEMES and ":" in text:
+            # 'rtsp:/user:pw@host' would be read as a file path and printed whole.
+            raise ValueError("must be written scheme://host/..., e.g. rtsp://host/path")
         return v
 
 
@@ -401,6 +540,14 @@ class SchedulerConfig(Base):
     max_wait_ms: int = Field(
         10, ge=0, le=1000, description="How long a batch waits to fill; adds that much latency."
     )
+
+
+class ServeFlags(Base):
+    """`edgeblur serve` flags that are not config keys, checked like them (see check_flags)."""
+
+    port: int = Field(9108, ge=0, le=65535)
+    # Event.wait overflows past ~1e10 s; a day-long demo is 86400.
+    duration: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False)
 
 
 class HttpConfig(Base):

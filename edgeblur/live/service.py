@@ -25,7 +25,7 @@ from edgeblur.core.shots import CutDetector
 from edgeblur.io.source import Source
 from edgeblur.live.metrics import Metrics
 from edgeblur.live.publisher import Publisher, Work
-from edgeblur.secrets import redact
+from edgeblur.secrets import SecretUrl
 from edgeblur.types import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -260,5 +260,5 @@ class Service:
         }
 
 
-def _redacted(url: str | None) -> str | None:
-    return redact(url) if url else None
+def _redacted(url: SecretUrl | None) -> str | None:
+    return str(url) if url else None  # SecretUrl prints redacted

@@ -149,7 +149,7 @@ def test_deploy_camera_configs_are_valid_and_reachable(path: Path) -> None:
     assert cfg.http.bind == "0.0.0.0" and cfg.http.port == 9108  # Prometheus and probes reach it
     assert cfg.scheduler.max_batch <= cfg.runtime.max_batch
     for cam in cfg.cameras:
-        assert cam.output.rtsp == f"rtsp://mediamtx:8554/{cam.name}"
+        assert cam.output.rtsp.reveal() == f"rtsp://mediamtx:8554/{cam.name}"
 
 
 # --- kubernetes --------------------------------------------------------------------------------
