@@ -112,7 +112,8 @@ function render(status) {
   const previews = document.body.dataset.previews === "1";
   document.getElementById("version").textContent = status.version || "";
   document.getElementById("uptime").textContent = duration(status.uptime_s);
-  const runtimes = (status.inference || []).map((g) => g.group + ": " + ((g.runtime || []).join(", ") || "?"));
+  // Each runtime entry names its model ("centerface: CPUExecutionProvider").
+  const runtimes = (status.inference || []).map((g) => (g.runtime || []).join(", ") || String(g.group));
   document.getElementById("runtimes").textContent = runtimes.join("; ") || "–";
   const main = document.getElementById("cameras");
   const tiles = new Map();
