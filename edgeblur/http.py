@@ -310,8 +310,11 @@ class HttpServer:
             self._close(conn)
             return
         if conn.state != "head":
-            # A client sending more while we answer (pipelining, or junk during a stream):
-            # keep only what fits in one head; anything past that cannot be a request we serve.
+            # More while we answer: the rest of a refused request or junk during a stream is
+            # dropped (the connection closes after the answer); a pipelined request is kept if
+            # it fits in one head.
+            if not conn.keep_alive:
+                return
             if len(conn.inbuf) + len(data) > MAX_HEAD:
                 self._close(conn)
             else:
@@ -344,7 +347,7 @@ class HttpServer:
             return
         method, target, version, headers = request
         path = target.split("?", 1)[0]
-        log.debug("http: %s %s %s", conn.peer, method, path[:_LOG_PATH_CHARS])
+        log.debug("http: %s %s %s", conn.peer, method[:16], path[:_LOG_PATH_CHARS])
         has_body = headers.get("transfer-encoding") or headers.get("content-length", "0") != "0"
         connection = headers.get("connection", "").lower()
         conn.keep_alive = not has_body and (

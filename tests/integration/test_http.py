@@ -4,6 +4,7 @@ with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -425,6 +426,26 @@ def test_at_the_connection_cap_a_new_client_displaces_an_idle_one(served: Served
     finally:
         for s in idle:
             s.close()
+
+
+def test_stop_closes_every_client_socket(served: Served) -> None:
+    clients = [socket.create_connection(("127.0.0.1", served.server.port)) for _ in range(50)]
+    try:
+        for c in clients[:25]:
+            c.sendall(b"GET /metrics HTTP/1.1\r\n")  # half a request
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(served.server._conns) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        served.server.stop()
+        assert served.server.join(TIMEOUT_S)
+        for c in clients:
+            c.settimeout(TIMEOUT_S)
+            # Closed with our unread bytes, the server's end resets: a reset is a close too.
+            with contextlib.suppress(ConnectionResetError):
+                assert c.recv(1) == b""
+    finally:
+        for c in clients:
+            c.close()
 
 
 def noise_jpeg(seed: int) -> bytes:
