@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any
 
+from edgeblur import __version__
 from edgeblur.config import CameraConfig, ServiceConfig
 from edgeblur.core.detect import Detector
 from edgeblur.core.shots import CutDetector
 from edgeblur.io.source import Source
-from edgeblur.live.metrics import Metrics
+from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.live.publisher import Publisher, Work
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Detections, Frame
@@ -162,6 +164,7 @@ class Service:
         self.stall_s = stall_s
         self.started_at = time.monotonic()
         self._frames_seen: dict[str, tuple[float, int, float]] = {}  # camera → (t, frames, fps)
+        self._latency_seen: dict[str, tuple[float, dict[float, float], float | None]] = {}
         for source in sources.values():
             source.on_decoded = metrics.stage("decode").observe
 
@@ -202,6 +205,20 @@ class Service:
             self._frames_seen[camera] = (now, frames, fps)
         return round(fps, 2)
 
+    def _latency_p95_ms(self, camera: str, now: float) -> float | None:
+        """p95 of decode → publish over the frames since the previous reading (at least 2 s
+        apart), from the latency histogram: the upper bound of the bucket holding it."""
+        counts = _buckets(self.metrics.camera(camera).latency)
+        t0, c0, p95 = self._latency_seen.get(camera, (self.started_at, {}, None))
+        if now - t0 >= 2.0:
+            window = {le: n - c0.get(le, 0.0) for le, n in counts.items()}
+            total = window.get(math.inf, 0.0)
+            if total > 0:
+                p95 = next(le for le, n in sorted(window.items()) if n >= 0.95 * total)
+                p95 = None if math.isinf(p95) else round(p95 * 1000)
+            self._latency_seen[camera] = (now, counts, p95)
+        return p95
+
     # -- health ------------------------------------------------------------------------------------
     def alive(self) -> tuple[bool, str]:
         now = time.monotonic()
@@ -237,6 +254,8 @@ class Service:
                     "fps_out": round(pub.rate_out.per_second(now), 2),
                     "frames_in": src.frames,
                     "reconnects": src.reconnects,
+                    "latency_p95_ms": self._latency_p95_ms(cam.name, now),
+                    "dropped": _dropped(self.metrics.camera(cam.name)),
                     "last_error": src.last_error or pub.last_error,
                     "last_publish_age_s": None if last is None else round(now - last, 2),
                     "outputs": {
@@ -247,11 +266,13 @@ class Service:
                 }
             )
         return {
+            "version": __version__,
             "uptime_s": round(now - self.started_at, 1),
             "inference": [
                 {
                     "group": w.group,
                     "busy_s": round(w.stalled_for(now), 2),
+                    "runtime": _runtimes(w.detector),
                     "last_error": w.last_error,
                 }
                 for w in self.workers
@@ -262,3 +283,38 @@ class Service:
 
 def _redacted(url: SecretUrl | None) -> str | None:
     return str(url) if url else None  # SecretUrl prints redacted
+
+
+def _buckets(histogram: Any) -> dict[float, float]:
+    """Cumulative counts of a histogram child by upper bound (inf included)."""
+    return {
+        float(s.labels["le"]): s.value
+        for family in histogram.collect()
+        for s in family.samples
+        if s.name.endswith("_bucket")
+    }
+
+
+def _dropped(m: CameraMetrics) -> dict[str, int]:
+    """Frames not published, by reason: the source's drops and the pipeline's refusals."""
+    out = {r: int(_total(c)) for r, c in m.source_dropped.items()}
+    out.update({r: int(_total(c)) for r, c in m.frames.items() if r.startswith("dropped_")})
+    return out
+
+
+def _total(counter: Any) -> float:
+    return sum(s.value for f in counter.collect() for s in f.samples if s.name.endswith("_total"))
+
+
+def _runtimes(detector: Any) -> list[str]:
+    """'model: runtime' per role, e.g. 'centerface: CPUExecutionProvider'."""
+    out = []
+    for spec, _model, runtime in getattr(detector, "_pairs", []):
+        providers = getattr(runtime, "providers", None)
+        what = providers[0] if providers else type(runtime).__name__
+        out.append(f"{spec.path.stem}: {what}")
+    return out
+
+
+def _redacted(url: str | None) -> str | None:
+    return redact(url) if url else None

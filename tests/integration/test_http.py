@@ -4,6 +4,7 @@ with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -186,16 +187,71 @@ def test_failing_status_callback_is_a_500_without_details(served: Served) -> Non
 # --- index, routing ------------------------------------------------------------------------------
 
 
-def test_index_lists_cameras_with_links(served: Served) -> None:
+def test_console_is_readable_without_javascript(served: Served) -> None:
     served.hub.add("yard")
+    served.hub.publish("yard", jpeg(10))
+    served.state.status = {
+        "uptime_s": 3725,
+        "inference": [{"group": "centerface", "runtime": ["centerface: CPUExecutionProvider"]}],
+        "cameras": [
+            {"name": "gate", "state": "reconnecting", "fps_in": 0.0, "reconnects": 4,
+             "last_error": f"Connection refused ({SECRET_URL})",
+             "dropped": {"overrun": 2, "dropped_late": 0}},
+            {"name": "yard", "state": "streaming", "fps_in": 25.0, "fps_out": 24.5,
+             "latency_p95_ms": 75, "outputs": {"rtsp": SECRET_URL, "preview": "/p"}},
+        ],
+    }  # fmt: skip
     status, headers, body = get(served.url("/"))
     assert status == 200
     assert headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
     page = body.decode()
+    assert b"s3cr" not in body
     for cam in ("gate", "yard"):
-        assert f'href="/preview/{cam}.jpg"' in page
-        assert f'href="/preview/{cam}.mjpg"' in page
+        assert f'data-camera="{cam}"' in page
+        assert f'href="/preview/{cam}.mjpg"' in page  # the live stream, without JS
+    assert '<span class="state state-reconnecting" data-field="state">reconnecting</span>' in page
+    assert "Connection refused (rtsp://***@host/x)" in page
+    assert "overrun 2" in page and "dropped_late" not in page
+    assert "75 ms" in page and "24.5" in page and "01:02:05" in page
+    assert "centerface: CPUExecutionProvider" in page
+    assert 'src="/preview/yard.jpg?seq=1"' in page  # only the camera that has a preview
+    assert "/preview/gate.jpg" not in page
     assert 'href="/status"' in page and 'href="/metrics"' in page
+
+
+def test_console_escapes_names_and_errors(served: Served) -> None:
+    evil = '<img src=x onerror="alert(1)">'
+    served.state.status = {
+        "cameras": [{"name": f"cam{evil}", "state": f"</span>{evil}", "last_error": evil}]
+    }
+    body = get(served.url("/"))[2].decode()
+    assert "<img src=x" not in body and 'onerror="alert' not in body
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype"),
+    [
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
+    ],
+)
+def test_console_assets_are_served(served: Served, path: str, ctype: str) -> None:
+    status, headers, body = get(served.url(path))
+    assert status == 200 and headers["Content-Type"].startswith(ctype) and body
+    assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")  # no CDN
+
+
+def test_status_adds_preview_seq_and_version(served: Served) -> None:
+    served.hub.publish("gate", jpeg(1))
+    served.hub.publish("gate", jpeg(2))
+    served.state.status = {"cameras": [{"name": "gate"}, {"name": "yard"}]}
+    data = json.loads(get(served.url("/status"))[2])
+    assert [c["preview_seq"] for c in data["cameras"]] == [2, 0]
+    assert data["version"] == __import__("edgeblur").__version__
 
 
 @pytest.mark.parametrize(
@@ -289,6 +345,154 @@ def test_mjpeg_stream_limit(served: Served) -> None:
         served.hub.publish("gate", jpeg())
         time.sleep(0.05)
     assert served.server._streams == 0
+
+
+# --- hostile clients (in-process; the whole service under attack: test_http_hostile.py) -------
+
+
+def raw(served: Served, data: bytes, timeout_s: float = TIMEOUT_S) -> bytes:
+    """Send ``data`` on a fresh socket; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", served.server.port), timeout=timeout_s) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_a_64_kb_url_is_414_and_never_parsed(served: Served) -> None:
+    answer = raw(served, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 414 ")
+    assert get(served.url("/healthz"))[0] == 200
+
+
+def test_oversized_headers_are_431_and_a_bad_request_line_400(served: Served) -> None:
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))
+    assert raw(served, b"GET / HTTP/1.1\r\n" + headers + b"\r\n").startswith(b"HTTP/1.1 431 ")
+    assert raw(served, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_slowloris_is_cut_at_the_head_deadline(served: Served) -> None:
+    served.server.head_timeout_s = 0.5
+    with socket.create_connection(("127.0.0.1", served.server.port), timeout=TIMEOUT_S) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        answer = b""
+        for _ in range(50):  # a byte every 0.05 s: never idle, never done
+            try:
+                s.sendall(b"X")
+            except OSError:
+                break
+            time.sleep(0.05)
+            s.setblocking(False)
+            try:
+                answer += s.recv(4096)
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+            if answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert time.monotonic() - t0 < TIMEOUT_S
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(served: Served) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", served.server.port, timeout=TIMEOUT_S)
+    try:
+        for path in ("/healthz", "/metrics", "/healthz"):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+        assert len(served.server._conns) == 1
+    finally:
+        conn.close()
+
+
+def test_at_the_connection_cap_a_new_client_displaces_an_idle_one(served: Served) -> None:
+    served.server._max_connections = 4
+    idle = [socket.create_connection(("127.0.0.1", served.server.port)) for _ in range(4)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(served.server._conns) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(served.server._conns) == 4
+        assert get(served.url("/healthz"))[0] == 200
+        assert len(served.server._conns) <= 4
+        idle[0].settimeout(TIMEOUT_S)
+        assert idle[0].recv(1) == b""  # the oldest idle one was closed to make room
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_stop_closes_every_client_socket(served: Served) -> None:
+    clients = [socket.create_connection(("127.0.0.1", served.server.port)) for _ in range(50)]
+    try:
+        for c in clients[:25]:
+            c.sendall(b"GET /metrics HTTP/1.1\r\n")  # half a request
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(served.server._conns) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        served.server.stop()
+        assert served.server.join(TIMEOUT_S)
+        for c in clients:
+            c.settimeout(TIMEOUT_S)
+            # Closed with our unread bytes, the server's end resets: a reset is a close too.
+            with contextlib.suppress(ConnectionResetError):
+                assert c.recv(1) == b""
+    finally:
+        for c in clients:
+            c.close()
+
+
+def noise_jpeg(seed: int) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def test_an_mjpeg_client_that_never_reads_cannot_hold_the_server(served: Served) -> None:
+    served.server.write_stall_s = 0.5
+    served.hub.add("gate")
+    frames = [noise_jpeg(i) for i in range(4)]  # ~400 kB each: fills socket buffers fast
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", served.server.port))
+    try:
+        stuck.sendall(b"GET /preview/gate.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 3 * TIMEOUT_S
+        i = 0
+        while served.server._streams == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert served.server._streams == 1
+        while served.server._streams and time.monotonic() < deadline:
+            served.hub.publish("gate", frames[i % 4])
+            i += 1
+            time.sleep(0.02)
+            assert get(served.url("/healthz"))[0] == 200  # others are served meanwhile
+        assert served.server._streams == 0, "the stuck client was not closed"
+        # And a stuck client cannot delay stop either.
+        served.server.write_stall_s = 60
+        again = socket.socket()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        again.connect(("127.0.0.1", served.server.port))
+        again.sendall(b"GET /preview/gate.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        for j in range(20):
+            served.hub.publish("gate", frames[j % 4])
+            time.sleep(0.02)
+        assert served.server._streams == 1
+        t0 = time.monotonic()
+        served.server.stop()
+        assert served.server.join(TIMEOUT_S)
+        print(f"stop with a stuck MJPEG client took {time.monotonic() - t0:.3f} s")
+        assert time.monotonic() - t0 < 2.0  # generous: only catches a hang
+        again.close()
+    finally:
+        stuck.close()
 
 
 # --- PreviewSink ---------------------------------------------------------------------------------
