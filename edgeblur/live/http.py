@@ -41,9 +41,10 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
-from edgeblur import __version__, console
+from edgeblur import __version__
 from edgeblur.errors import ConfigError
 from edgeblur.io.preview import PreviewHub
+from edgeblur.live import console
 from edgeblur.live.metrics import Metrics
 from edgeblur.secrets import redact
 

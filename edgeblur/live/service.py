@@ -27,7 +27,7 @@ from edgeblur.core.shots import CutDetector
 from edgeblur.io.source import Source
 from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.live.publisher import Publisher, Work
-from edgeblur.secrets import SecretUrl
+from edgeblur.secrets import SecretUrl, redact
 from edgeblur.types import Detections, Frame
 
 log = logging.getLogger(__name__)
