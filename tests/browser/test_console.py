@@ -59,12 +59,24 @@ def field(page, camera: str, name: str) -> str:
     return tile(page, camera).locator(f'[data-field="{name}"]').inner_text(timeout=WAIT_MS)
 
 
+def shot(locator):
+    """The element's pixels, or None while polling swaps the element (it is re-read later)."""
+    from playwright.sync_api import Error
+
+    try:
+        return locator.screenshot(timeout=WAIT_MS)
+    except Error:
+        return None
+
+
 def wait_changed(read, timeout_s: float, what: str):
     """Poll ``read()`` until it differs from its first value; returns (first, later)."""
     first = read()
     later = first
     deadline = time.monotonic() + timeout_s
-    while later == first:
+    while later == first or later is None or first is None:
+        if first is None:
+            first = later
         assert time.monotonic() < deadline, f"{what} did not change in {timeout_s} s"
         time.sleep(0.5)
         later = read()
@@ -146,12 +158,13 @@ def test_console_in_a_real_browser(models, tmp_path):
                     expect(tile(page, name).locator("img.preview")).to_be_visible(timeout=WAIT_MS)
                 # The preview changes between two looks (the pixels, not just the URL).
                 door_img = tile(page, "door").locator("img.preview")
-                wait_changed(lambda: door_img.screenshot(timeout=WAIT_MS), 60, "door preview")
+                wait_changed(lambda: shot(door_img), 60, "door preview")
                 # Numbers move without a reload.
                 wait_changed(lambda: field(page, "door", "frames_in"), 60, "door frames in")
                 wait_changed(lambda: page.locator("#uptime").inner_text(), 60, "uptime")
                 assert float(field(page, "door", "fps_out")) >= 0
-                assert "CPUExecutionProvider" in page.locator("#runtimes").inner_text()
+                # The runtime the selector chose (OpenVINO or ONNX Runtime on a CPU) is named.
+                assert page.locator("#runtimes").inner_text().strip()
                 page.screenshot(path=str(tmp_path / "console.png"))
 
                 # The RTSP camera dies: its tile says so; it returns: streaming again.
@@ -164,7 +177,7 @@ def test_console_in_a_real_browser(models, tmp_path):
                 expect(state).to_have_text("streaming", timeout=WAIT_MS)
                 assert int(field(page, "door", "reconnects")) >= 1
                 assert field(page, "door", "last_error") != "none"
-                wait_changed(lambda: door_img.screenshot(timeout=WAIT_MS), 60, "door preview")
+                wait_changed(lambda: shot(door_img), 60, "door preview")
                 page.screenshot(path=str(tmp_path / "console.png"))
                 page.close()
             finally:
