@@ -256,7 +256,7 @@ def run_child(spec: Spec) -> dict:
 # -- the parent: variants, repeats, baselines ----------------------------------------------------
 def spawn(spec: Spec) -> subprocess.Popen:
     # The child imports this same edgeblur, installed or not.
-    path = [str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+    path = [str(Path(__file__).parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     cmd = [sys.executable, "-m", "edgeblur", "bench", "--child", json.dumps(asdict(spec))]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
@@ -439,7 +439,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edgeblur.bench.runtimes import cmd_bench_runtimes
 
         return cmd_bench_runtimes(args)
-    from edgeblur.bench.run import clips as bc
+    from edgeblur.bench import clips as bc
 
     if args.child:
         print(json.dumps(run_child(Spec(**json.loads(args.child)))), flush=True)

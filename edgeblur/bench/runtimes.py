@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from edgeblur.bench.run import clips as bc
+from edgeblur.bench import clips as bc
 from edgeblur.build import role_spec
 from edgeblur.config import DetectConfig
 from edgeblur.models import build_model
