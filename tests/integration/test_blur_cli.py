@@ -145,7 +145,7 @@ def test_folder_is_mirrored(media_dir, tmp_path):
         (["blur", "{tmp}/notes.txt"], "unsupported type"),
         (["blur", "{tmp}/fake.mp4"], "not a video"),
         (["blur", "{tmp}/exists_src.png", "-o", "{tmp}/exists.png"], "--force"),
-        (["blur", "{tmp}/exists_src.png", "--thresh", "1.5"], "threshold"),
+        (["blur", "{tmp}/exists_src.png", "--thresh", "1.5"], "--thresh"),  # the flag is named
         (["blur", "{tmp}/exists_src.png", "--size", "650"], "multiple of 32"),
         (["blur", "{tmp}/exists_src.png", "-c", "{tmp}/bad.yaml"], "did you mean 'threshold'"),
     ],
