@@ -27,7 +27,7 @@ from edgeblur.core.shots import CutDetector
 from edgeblur.io.source import Source
 from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.live.publisher import Publisher, Work
-from edgeblur.secrets import SecretUrl, redact
+from edgeblur.secrets import SecretUrl
 from edgeblur.types import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,3 @@ def _runtimes(detector: Any) -> list[str]:
         what = providers[0] if providers else type(runtime).__name__
         out.append(f"{spec.path.stem}: {what}")
     return out
-
-
-def _redacted(url: str | None) -> str | None:
-    return redact(url) if url else None
