@@ -6,7 +6,8 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from edgeblur import assets
 from edgeblur.config import (
@@ -14,11 +15,16 @@ from edgeblur.config import (
     CameraConfig,
     DetectConfig,
     DetectorConfig,
+    FailClosedConfig,
     RuntimeConfig,
     ServiceConfig,
+    TrackConfig,
 )
 from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
 from edgeblur.core.detect import Detector, RoleSpec
+from edgeblur.core.gate import GateSettings
+from edgeblur.core.step import Cadence, Checker, CheckSettings
+from edgeblur.core.track import TrackSettings
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
 from edgeblur.runtime.base import RuntimeSettings
@@ -89,6 +95,43 @@ def build_detector(
     return Detector(roles, runtime_settings(runtime, max_batch=max_batch))
 
 
+def cadence(detect: DetectConfig) -> dict[str, Cadence]:
+    """Each enabled role's schedule on videos (strides, tile rotation)."""
+    out = {}
+    for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
+        if cfg.enabled:
+            out[role] = Cadence(
+                stride=detect.stride_of(role), tiles=cfg.tiles, tiles_per_run=cfg.tiles_per_run
+            )
+    return out
+
+
+def track_settings(cfg: TrackConfig) -> TrackSettings | None:
+    if not cfg.enabled:
+        return None
+    return TrackSettings(
+        coast_frames=cfg.coast_frames,
+        iou_threshold=cfg.iou_threshold,
+        grow_per_frame=cfg.grow_per_frame,
+    )
+
+
+def check_settings(
+    track: TrackConfig, fail_closed: FailClosedConfig | None = None
+) -> CheckSettings:
+    """Tracker and gate of one camera (``fail_closed`` None: files, which have no deadline)."""
+    gate = (
+        GateSettings(tracking=track.enabled)
+        if fail_closed is None
+        else GateSettings(
+            max_unchecked_s=fail_closed.max_unchecked_ms / 1000,
+            max_latency_s=fail_closed.max_latency_ms / 1000,
+            tracking=track.enabled,
+        )
+    )
+    return CheckSettings(track=track_settings(track), gate=gate)
+
+
 def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
     return AnonymizeSettings(
         method=Method(cfg.method),
@@ -105,16 +148,35 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
     return Anonymizer(anonymize_settings(cfg))
 
 
-def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
-    """Every camera's source, publisher and sinks, and one inference worker per detector group."""
+DetectorFactory = Callable[[DetectConfig, RuntimeConfig, int], Detector]
+
+
+def build_service(
+    cfg: ServiceConfig,
+    metrics: Metrics,
+    previews: PreviewHub | None,
+    *,
+    pace: Literal["realtime", "max", "block"] = "realtime",
+    detector_factory: DetectorFactory | None = None,
+) -> Service:
+    """Every camera's source, publisher and sinks, and one inference worker per detector group.
+
+    Seams for benchmarks: ``pace`` "realtime" (the service's own) plays file sources at their
+    timestamps as a camera would; "max" decodes them as fast as possible, newest frame wins;
+    "block" as fast as the pipeline takes them, dropping none. ``detector_factory`` replaces
+    ``build_detector`` (the ``ceiling`` baseline runs no model).
+    """
+    make_detector = detector_factory or build_detector
     from edgeblur.io.preview import PreviewSink
     from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
     from edgeblur.io.source import Source, SourceSettings
     from edgeblur.live.publisher import GuardedSinks, Publisher
+    from edgeblur.live.schedule import AutoCadence
     from edgeblur.live.service import InferenceWorker, Service, group_key
 
     groups: dict[str, list[tuple[Source, Publisher]]] = {}
     detect_of: dict[str, CameraConfig] = {}
+    cfgs = {cam.name: cam for cam in cfg.cameras}
     sources, publishers = {}, {}
     for cam in cfg.cameras:
         if not cam.enabled:
@@ -136,6 +198,8 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
                 read_timeout_s=s.read_timeout_s,
                 backoff_max_s=s.backoff_max_s,
                 loop=s.loop,
+                realtime=pace == "realtime",
+                block=pace == "block",
             ),
             metrics=m,
         )
@@ -157,6 +221,7 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
             sinks.append(PreviewSink(previews, cam.name))
         pub = Publisher(
             cam,
+            Checker(list(cadence(cam.detect)), check_settings(cam.track, cam.fail_closed)),
             build_anonymizer(cam.anonymize),
             GuardedSinks(cam.name, sinks, m),
             m,
@@ -173,10 +238,22 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
         raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
     workers = []
     for i, (key, members) in enumerate(groups.items()):
-        detector = build_detector(detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch)
+        detector = make_detector(detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch)
         name = "+".join(spec.path.stem for spec in detector.roles) + ("" if i == 0 else f"-{i}")
+        cam = detect_of[key]
+        base = cadence(cam.detect)
         worker = InferenceWorker(
-            name, detector, members, cfg.scheduler.max_batch, cfg.scheduler.max_wait_ms, metrics
+            name,
+            detector,
+            members,
+            cfg.scheduler.max_batch,
+            cfg.scheduler.max_wait_ms,
+            metrics,
+            cadence=base,
+            auto=AutoCadence(base) if cam.detect.auto else None,
+            max_unchecked_s={
+                pub.name: cfgs[pub.name].fail_closed.max_unchecked_ms / 1000 for _s, pub in members
+            },
         )
         for source, _pub in members:
             source.queue.on_put = worker.wake.set  # a new frame wakes the batcher at once

