@@ -148,6 +148,7 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
     return Anonymizer(anonymize_settings(cfg))
 
 
+GPU_BATCH = 8  # scheduler.max_batch on a GPU unless set: what a TensorRT engine is built for
 DetectorFactory = Callable[[DetectConfig, RuntimeConfig, int], Detector]
 
 
@@ -226,7 +227,7 @@ def build_service(
             GuardedSinks(cam.name, sinks, m),
             m,
             metrics,
-            queue_size=cfg.scheduler.max_batch,  # room for one camera's whole batch
+            queue_size=cfg.scheduler.max_batch or GPU_BATCH,  # room for a camera's whole batch
         )
         m.set_queue_depth("source", source.queue.__len__)
         m.set_queue_depth("publish", pub.queue.qsize)
@@ -238,15 +239,19 @@ def build_service(
         raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
     workers = []
     for i, (key, members) in enumerate(groups.items()):
-        detector = make_detector(detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch)
-        name = "+".join(spec.path.stem for spec in detector.roles) + ("" if i == 0 else f"-{i}")
+        detector = make_detector(
+            detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch or GPU_BATCH
+        )
+        max_batch = cfg.scheduler.max_batch or (GPU_BATCH if detector.on_gpu else 1)
+        models = [spec.path.stem for spec in detector.roles] or detector.role_names
+        name = "+".join(models) + ("" if i == 0 else f"-{i}")
         cam = detect_of[key]
         base = cadence(cam.detect)
         worker = InferenceWorker(
             name,
             detector,
             members,
-            cfg.scheduler.max_batch,
+            max_batch,
             cfg.scheduler.max_wait_ms,
             metrics,
             cadence=base,

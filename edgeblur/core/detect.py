@@ -7,6 +7,8 @@ runtime session; results of the roles are concatenated per image.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -54,6 +56,20 @@ def tile_windows(width: int, height: int, tiles: int) -> list[tuple[int, int, in
     return out
 
 
+STILL_TILE_SCALE = 1.5  # a still's tile is at most this many model inputs wide
+MAX_STILL_TILES = 4
+
+
+def still_tiles(spec: RoleSpec, width: int, height: int) -> int:
+    """The tile grid for a still (or a frame run without a plan): at least the role's own, and
+    fine enough that each tile is near full resolution, up to 4×4. An image is not real time, so
+    small faces in a 2048-px crowd photo are worth 17 model runs."""
+    if spec.tiles <= 1:
+        return 1
+    need = math.ceil(max(width, height) / (STILL_TILE_SCALE * spec.settings.input_width))
+    return max(spec.tiles, min(MAX_STILL_TILES, need))
+
+
 def _merge_tiles(parts: list[tuple[Detections, int, int]], iou: float) -> Detections:
     """Detections of the full frame and its tiles, shifted to frame pixels, duplicates merged."""
     shifted = []
@@ -69,6 +85,7 @@ def _merge_tiles(parts: list[tuple[Detections, int, int]], iou: float) -> Detect
 
 
 STAGES = ("preprocess", "inference", "postprocess")
+_GPU = re.compile(r"tensorrt|onnxruntime-(cuda|tensorrt)|openvino-gpu", re.IGNORECASE)
 
 
 @dataclass
@@ -115,6 +132,11 @@ class Detector:
         return {k for spec in self.roles for k in spec.settings.kind_of_class.values()}
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether every role runs on a GPU, where batching frames pays (on a CPU it does not)."""
+        return all(_GPU.match(rt.describe()[0]) for _s, _m, rt in self._pairs)
+
+    @property
     def role_names(self) -> list[str]:
         return [spec.role for spec in self.roles]
 
@@ -137,9 +159,10 @@ class Detector:
                 if plan is not None and spec.role not in plan.due:
                     continue
                 crops.append((i, 0, 0, img))
-                if spec.tiles > 1:
-                    h, w = img.shape[:2]
-                    windows = tile_windows(w, h, spec.tiles)
+                h, w = img.shape[:2]
+                grid = spec.tiles if plan is not None else still_tiles(spec, w, h)
+                if grid > 1:
+                    windows = tile_windows(w, h, grid)
                     which = range(len(windows)) if plan is None else plan.tiles.get(spec.role, ())
                     for k in which:
                         x1, y1, x2, y2 = windows[k]

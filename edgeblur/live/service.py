@@ -151,6 +151,7 @@ class InferenceWorker:
             self._adapt(busy)
 
     def _run(self) -> None:
+        self._export_schedule()
         while not self._stop.is_set():
             batch = self._gather()
             if batch:
@@ -182,6 +183,14 @@ class InferenceWorker:
             for _src, pub in self.cameras:
                 self.planners[pub.name].set_cadence(self.cadence_of(pub.name))
             log.info("%s: detect.auto level %d: %s", self.group, self.auto.level, self.describe())
+            self._export_schedule()
+
+    def _export_schedule(self) -> None:
+        cadence = self.auto.cadence if self.auto is not None else self.base
+        level = 0 if self.auto is None else self.auto.level
+        self.metrics.schedule(
+            self.group, level, {r: (c.stride, c.tiles) for r, c in cadence.items()}
+        )
 
     def cadence_of(self, camera: str) -> dict[str, Cadence]:
         """The schedule in force for one camera: the group's rung, capped by its rate."""
@@ -340,6 +349,7 @@ class Service:
                     "group": w.group,
                     "busy_s": round(w.stalled_for(now), 2),
                     "runtime": _runtimes(w.detector),
+                    "schedule": w.describe(),
                     "last_error": w.last_error,
                 }
                 for w in self.workers
