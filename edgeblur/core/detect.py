@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeblur.models import Model, ModelSettings, build_model
-from edgeblur.models.ops import input_size_for, nms
+from edgeblur.models.ops import box_iou, input_size_for
 from edgeblur.runtime.base import Runtime, RuntimeSettings
 from edgeblur.types import Detections, Kind
 
@@ -71,17 +71,50 @@ def still_tiles(spec: RoleSpec, width: int, height: int) -> int:
 
 
 def _merge_tiles(parts: list[tuple[Detections, int, int]], iou: float) -> Detections:
-    """Detections of the full frame and its tiles, shifted to frame pixels, duplicates merged."""
+    """Detections of the full frame and its tiles, shifted to frame pixels, duplicates merged.
+
+    Merged by union, not suppressed: a tile cuts faces at its border and may box half a face
+    more confidently than the whole frame boxes all of it; NMS would keep the half and a face
+    would leak. Overlapping boxes of a kind become one box covering both (recall first).
+    """
     shifted = []
     for dets, dx, dy in parts:
         if len(dets):
             xyxy = dets.xyxy + np.array([dx, dy, dx, dy], np.float32)
             shifted.append(Detections(xyxy, dets.confidence, dets.kind))
     merged = Detections.concat(shifted)
-    if not len(merged):
+    if len(merged) < 2:
         return merged
-    keep = nms(merged.xyxy, merged.confidence, iou, classes=merged.kind)
-    return merged[keep]
+    order = np.argsort(-merged.confidence, kind="stable")
+    boxes: list[np.ndarray] = []
+    kinds: list[int] = []
+    confs: list[float] = []
+    for i in order:
+        box, kind = merged.xyxy[i], int(merged.kind[i])
+        same = [k for k, kk in enumerate(kinds) if kk == kind]
+        if same:
+            overlaps = box_iou(box[None], np.stack([boxes[k] for k in same]))[0]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= iou or _inside(box, boxes[same[best]]):
+                k = same[best]
+                boxes[k] = np.concatenate(
+                    [np.minimum(boxes[k][:2], box[:2]), np.maximum(boxes[k][2:], box[2:])]
+                )
+                continue
+        boxes.append(box.copy())
+        kinds.append(kind)
+        confs.append(float(merged.confidence[i]))
+    return Detections(
+        np.array(boxes, np.float32), np.array(confs, np.float32), np.array(kinds, np.uint8)
+    )
+
+
+def _inside(a: np.ndarray, b: np.ndarray, share: float = 0.8) -> bool:
+    """Whether most of box a lies inside box b (a partial face within a whole one)."""
+    tl, br = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(np.prod(np.clip(br - tl, 0, None)))
+    area = float(np.prod(np.clip(a[2:] - a[:2], 0, None)))
+    return area > 0 and inter >= share * area
 
 
 STAGES = ("preprocess", "inference", "postprocess")
