@@ -219,6 +219,13 @@ class Metrics:
             ["camera", "sink"],
             registry=r,
         )
+        self.runtime_info = Gauge(
+            "edgeblur_runtime_info",
+            "1 per detector group and model: the runtime it actually runs on (tensorrt, "
+            "onnxruntime-cuda, onnxruntime-cpu, openvino-cpu, openvino-gpu) and its precision.",
+            ["group", "model", "runtime", "precision"],
+            registry=r,
+        )
         self._stages = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
@@ -268,6 +275,15 @@ class Metrics:
         """Names with live series, sorted."""
         with self._lock:
             return sorted(self._cameras)
+
+    def set_runtimes(self, runtimes: list[tuple[str, str, str, str]]) -> None:
+        """Replace every ``edgeblur_runtime_info`` series by ``(group, model, runtime,
+        precision)`` rows, so a group gone after a reload is no longer exported."""
+        rows = [tuple(check_label("runtime label", v) for v in row) for row in runtimes]
+        with self._lock:
+            self.runtime_info.clear()
+            for row in rows:
+                self.runtime_info.labels(*row).set(1)
 
     def stage(self, stage: str) -> Histogram:
         """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``)."""
