@@ -27,8 +27,10 @@ from edgeblur.types import Kind
 
 if TYPE_CHECKING:
     from edgeblur.io.preview import PreviewHub
+    from edgeblur.io.source import Source
     from edgeblur.live.metrics import Metrics
-    from edgeblur.live.service import Service
+    from edgeblur.live.publisher import Publisher
+    from edgeblur.live.service import InferenceWorker, Service
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -107,78 +109,160 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
 
 def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
     """Every camera's source, publisher and sinks, and one inference worker per detector group."""
-    from edgeblur.io.preview import PreviewSink
-    from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
-    from edgeblur.io.source import Source, SourceSettings
-    from edgeblur.live.publisher import GuardedSinks, Publisher
-    from edgeblur.live.service import InferenceWorker, Service, group_key
+    from edgeblur.live.service import Service
 
-    groups: dict[str, list[tuple[Source, Publisher]]] = {}
-    detect_of: dict[str, CameraConfig] = {}
-    sources, publishers = {}, {}
-    for cam in cfg.cameras:
-        if not cam.enabled:
-            continue
+    check_cameras(cfg)
+    cameras = {cam.name: build_camera(cam, cfg, metrics, previews) for cam in enabled(cfg)}
+    workers = build_workers(cfg, cameras, metrics, detectors={})
+    return Service(
+        cfg,
+        metrics,
+        {n: s for n, (s, _p) in cameras.items()},
+        {n: p for n, (_s, p) in cameras.items()},
+        workers,
+    )
+
+
+def enabled(cfg: ServiceConfig) -> list[CameraConfig]:
+    return [cam for cam in cfg.cameras if cam.enabled]
+
+
+def check_cameras(cfg: ServiceConfig) -> None:
+    """What makes a camera list unservable, checked before anything is built or stopped."""
+    for cam in enabled(cfg):
         out = cam.output
         if not (out.rtsp or out.file or out.preview):
             raise ConfigError(
                 f"Camera '{cam.name}' has no output; set cameras.{cam.name}.output.rtsp, .file "
                 "or .preview."
             )
-        m = metrics.camera(cam.name)
-        s = cam.source
-        source = Source(
-            cam.name,
-            SourceSettings(
-                url=SecretUrl(cam.url),
-                transport=s.transport,
-                open_timeout_s=s.open_timeout_s,
-                read_timeout_s=s.read_timeout_s,
-                backoff_max_s=s.backoff_max_s,
-                loop=s.loop,
-            ),
-            metrics=m,
-        )
-        e = out.encode
-        enc = EncoderSettings(
-            codec=e.codec,
-            preset=e.preset,
-            tune=e.tune,
-            bitrate_kbps=e.bitrate_kbps,
-            crf=e.crf,
-            gop_s=e.gop_s,
-        )
-        sinks = []
-        if out.rtsp:
-            sinks.append(RtspSink(cam.name, SecretUrl(out.rtsp), enc, metrics=m))
-        if out.file:
-            sinks.append(FileSink(cam.name, out.file, enc, metrics=m))
-        if out.preview and previews is not None:
-            sinks.append(PreviewSink(previews, cam.name))
-        pub = Publisher(
-            cam,
-            build_anonymizer(cam.anonymize),
-            GuardedSinks(cam.name, sinks, m),
-            m,
-            metrics,
-            queue_size=cfg.scheduler.max_batch,  # room for one camera's whole batch
-        )
-        m.set_queue_depth("source", source.queue.__len__)
-        m.set_queue_depth("publish", pub.queue.qsize)
-        key = group_key(cam)
-        groups.setdefault(key, []).append((source, pub))
-        detect_of.setdefault(key, cam)
-        sources[cam.name], publishers[cam.name] = source, pub
-    if not sources:
+    if not enabled(cfg):
         raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
+
+
+def check_service(cfg: ServiceConfig) -> None:
+    """Every check that needs no model loaded: the camera list, and that each role's model file
+    is there. Cheap, so serve runs it before its HTTP server starts and a reload before it stops
+    anything: a bad file is one sentence, not a half-started service."""
+    check_cameras(cfg)
+    for cam in enabled(cfg):
+        d = cam.detect
+        for role, key, det in (("face", "faces", d.faces), ("plate", "plates", d.plates)):
+            if det.enabled:
+                role_spec(role, det, f"cameras.{cam.name}.detect.{key}")
+
+
+def build_camera(
+    cam: CameraConfig, cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None
+) -> tuple[Source, Publisher]:
+    """One camera's source and publisher (with its sinks), not started."""
+    from edgeblur.io.preview import PreviewSink
+    from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
+    from edgeblur.io.source import Source, SourceSettings
+    from edgeblur.live.publisher import GuardedSinks, Publisher
+
+    out = cam.output
+    m = metrics.camera(cam.name)
+    s = cam.source
+    source = Source(
+        cam.name,
+        SourceSettings(
+            url=SecretUrl(cam.url),
+            transport=s.transport,
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            backoff_max_s=s.backoff_max_s,
+            loop=s.loop,
+        ),
+        metrics=m,
+    )
+    e = out.encode
+    enc = EncoderSettings(
+        codec=e.codec,
+        preset=e.preset,
+        tune=e.tune,
+        bitrate_kbps=e.bitrate_kbps,
+        crf=e.crf,
+        gop_s=e.gop_s,
+    )
+    sinks = []
+    if out.rtsp:
+        sinks.append(RtspSink(cam.name, SecretUrl(out.rtsp), enc, metrics=m))
+    if out.file:
+        sinks.append(FileSink(cam.name, out.file, enc, metrics=m))
+    if out.preview and previews is not None:
+        sinks.append(PreviewSink(previews, cam.name))
+    pub = Publisher(
+        cam,
+        build_anonymizer(cam.anonymize),
+        GuardedSinks(cam.name, sinks, m),
+        m,
+        metrics,
+        queue_size=cfg.scheduler.max_batch,  # room for one camera's whole batch
+    )
+    m.set_queue_depth("source", source.queue.__len__)
+    m.set_queue_depth("publish", pub.queue.qsize)
+    return source, pub
+
+
+def build_detectors(
+    cfg: ServiceConfig, existing: dict[str, tuple[str, Detector]]
+) -> dict[str, tuple[str, Detector]]:
+    """Group key → (group name, Detector) for every detector group of ``cfg``'s cameras.
+
+    ``existing`` holds those already running: a reload passes the old ones, so a group whose
+    models did not change is neither loaded nor built again.
+    """
+    from edgeblur.live.service import group_key
+
+    keys = list(dict.fromkeys(group_key(cam) for cam in enabled(cfg)))
+    first = {}
+    for cam in enabled(cfg):
+        first.setdefault(group_key(cam), cam)
+    out = {k: existing[k] for k in keys if k in existing}
+    taken = {name for name, _d in out.values()}
+    for i, key in enumerate(keys):
+        if key in out:
+            continue
+        detector = build_detector(first[key].detect, cfg.runtime, cfg.scheduler.max_batch)
+        name = _group_name("+".join(spec.path.stem for spec in detector.roles), i, taken)
+        taken.add(name)
+        out[key] = (name, detector)
+    return out
+
+
+def build_workers(
+    cfg: ServiceConfig,
+    cameras: dict[str, tuple[Source, Publisher]],
+    metrics: Metrics,
+    detectors: dict[str, tuple[str, Detector]],
+) -> list[InferenceWorker]:
+    """One inference worker (not started) per detector group of ``cameras``, on the Detectors
+    of ``detectors`` where it has the group (see build_detectors), else on a new one."""
+    from edgeblur.live.service import InferenceWorker, group_key
+
+    detectors = build_detectors(cfg, detectors)
+    groups: dict[str, list[tuple[Source, Publisher]]] = {}
+    for cam in enabled(cfg):
+        if cam.name in cameras:
+            groups.setdefault(group_key(cam), []).append(cameras[cam.name])
     workers = []
-    for i, (key, members) in enumerate(groups.items()):
-        detector = build_detector(detect_of[key].detect, cfg.runtime, cfg.scheduler.max_batch)
-        name = "+".join(spec.path.stem for spec in detector.roles) + ("" if i == 0 else f"-{i}")
+    for key, members in groups.items():
+        name, detector = detectors[key]
         worker = InferenceWorker(
             name, detector, members, cfg.scheduler.max_batch, cfg.scheduler.max_wait_ms, metrics
         )
         for source, _pub in members:
             source.queue.on_put = worker.wake.set  # a new frame wakes the batcher at once
         workers.append(worker)
-    return Service(cfg, metrics, sources, publishers, workers)
+    return workers
+
+
+def _group_name(stems: str, index: int, taken: set[str]) -> str:
+    # The first group is named by its models alone, later ones get their position; a name a
+    # kept group already has (after a reload) is never given twice.
+    name = stems if index == 0 else f"{stems}-{index}"
+    while name in taken:
+        index += 1
+        name = f"{stems}-{index}"
+    return name

@@ -42,6 +42,7 @@ REGION_REASONS = tuple(r.name.lower() for r in Reason)  # detected, tracked
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "anonymize", "encode")
 QUEUES = ("source", "publish")
 SINKS = ("rtsp", "file")
+RELOAD_RESULTS = ("applied", "unchanged", "failed")
 
 
 def check_label(what: str, value: str) -> str:
@@ -226,6 +227,14 @@ class Metrics:
             ["group", "model", "runtime", "precision"],
             registry=r,
         )
+        self.reloads = Counter(
+            "edgeblur_reloads_total",
+            "SIGHUP reloads of the camera file: applied, unchanged (no camera differed) or "
+            "failed (the previous configuration kept running).",
+            ["result"],
+            registry=r,
+        )
+        self._reloads = {x: self.reloads.labels(result=x) for x in RELOAD_RESULTS}
         self._stages = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
@@ -284,6 +293,10 @@ class Metrics:
             self.runtime_info.clear()
             for row in rows:
                 self.runtime_info.labels(*row).set(1)
+
+    def reloaded(self, result: str) -> None:
+        """Count one reload by its result (one of ``RELOAD_RESULTS``)."""
+        self._reloads[_check_choice("reload result", result, RELOAD_RESULTS)].inc()
 
     def stage(self, stage: str) -> Histogram:
         """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``)."""

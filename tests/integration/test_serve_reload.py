@@ -1,0 +1,111 @@
+"""`edgeblur serve -c` and SIGHUP: the camera file is re-read in the same process, cameras are
+added, removed and restarted, and a detector group whose models did not change is kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from rtsp import wait_for
+from serving import get
+
+from edgeblur import assets
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _camera(name: str, sample: Path, **extra: object) -> dict:
+    return {
+        "name": name,
+        "url": str(sample),
+        "source": {"loop": True},
+        "output": {"preview": True},
+        **extra,
+    }
+
+
+def _status(base: str) -> dict:
+    code, body = get(base + "/status")
+    assert code == 200
+    return json.loads(body)
+
+
+def _streaming(base: str, names: set[str]) -> bool:
+    cams = {c["name"]: c for c in _status(base)["cameras"]}
+    return set(cams) == names and all(cams[n].get("frames_in", 0) > 0 for n in names)
+
+
+def test_sighup_reloads_cameras_without_rebuilding_the_detector(models, tmp_path):
+    _spec, sample = assets.resolve("sample")
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": [_camera("gate", sample)]}))
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeblur", "serve", "-c", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    try:
+        wait_for(lambda: "serving gate" in log.read_text(), 90, "the service to start", step_s=0.2)
+        base = re.search(r"http://127\.0\.0\.1:\d+", log.read_text()).group(0)
+        wait_for(lambda: _streaming(base, {"gate"}), 30, "gate to stream", step_s=0.2)
+        before = _status(base)
+        (group,) = before["inference"]
+
+        # Add a camera alike in detect settings: it joins the running detector group.
+        cams = [_camera("gate", sample), _camera("yard", sample)]
+        cfg.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": cams}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _streaming(base, {"gate", "yard"}), 60, "yard to stream", step_s=0.2)
+        after = _status(base)
+        assert proc.poll() is None  # the same process: nothing restarted
+        assert after["reloads"] == 1 and after["state"] == "running"
+        assert [g["group"] for g in after["inference"]] == [group["group"]]
+        gate = {c["name"]: c for c in after["cameras"]}["gate"]
+        assert gate["frames_in"] >= {c["name"]: c for c in before["cameras"]}["gate"]["frames_in"]
+        kept = "cameras kept gate, stopped none, started yard; detectors reused 1, built none"
+        assert kept in log.read_text()
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'edgeblur_camera_up{camera="yard"}' in metrics
+        assert f'edgeblur_runtime_info{{group="{group["group"]}"' in metrics
+        assert 'edgeblur_reloads_total{result="applied"} 1.0' in metrics
+
+        # A broken file keeps what runs, in one logged sentence.
+        cfg.write_text("cameras: [\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "previous configuration keeps running" in log.read_text(),
+            30,
+            "refusal",
+            step_s=0.2,
+        )
+        assert proc.poll() is None
+        assert {c["name"] for c in _status(base)["cameras"]} == {"gate", "yard"}
+        assert _status(base)["reloads"] == 1
+        assert 'edgeblur_reloads_total{result="failed"} 1.0' in get(base + "/metrics")[1].decode()
+
+        # Remove gate, change yard's anonymize: gate's series go, yard restarts, same detector.
+        cams = [_camera("yard", sample, anonymize={"method": "pixelate"})]
+        cfg.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": cams}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _status(base)["reloads"] == 2, 60, "the second reload", step_s=0.2)
+        wait_for(lambda: _streaming(base, {"yard"}), 60, "yard to stream again", step_s=0.2)
+        assert 'camera="gate"' not in get(base + "/metrics")[1].decode()
+        assert "stopped gate, yard, started yard; detectors reused 1, built none" in log.read_text()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "Traceback" not in log.read_text()
