@@ -30,7 +30,7 @@ from edgeblur.build import (
     enabled,
 )
 from edgeblur.config import ServiceConfig, load_service_config
-from edgeblur.errors import ConfigError
+from edgeblur.errors import EdgeblurError
 from edgeblur.io.preview import PreviewHub
 from edgeblur.live.metrics import Metrics
 from edgeblur.live.service import Service
@@ -77,7 +77,7 @@ def reload_service(
         new = load_service_config(path)
         plan = plan_reload(service.config, new)
         check_service(plan.config)
-    except ConfigError as exc:
+    except EdgeblurError as exc:  # a bad file or a missing model
         log.error("reload: %s The previous configuration keeps running.", exc)
         metrics.reloaded("failed")
         return None
@@ -98,20 +98,21 @@ def reload_service(
     old_detectors = service.detectors()
     try:
         detectors = build_detectors(plan.config, old_detectors)
-    except ConfigError as exc:
-        log.error("reload: %s The previous configuration keeps running.", exc)
+        fresh = {n: build_camera(cams[n], plan.config, metrics, previews) for n in plan.start}
+    except Exception as exc:  # still one line, and the old service runs on untouched
+        what = str(exc) if isinstance(exc, EdgeblurError) else f"{type(exc).__name__}: {exc}."
+        log.error("reload: %s The previous configuration keeps running.", what)
+        for n in plan.start:  # a new camera's series or preview slot made before the failure
+            if n not in service.sources:
+                metrics.remove_camera(n)
+                if previews is not None and n in previews:
+                    previews.remove(n)
+            else:  # a changed camera: its depth gauges read the running queues again
+                m = metrics.camera(n)
+                m.set_queue_depth("source", service.sources[n].queue.__len__)
+                m.set_queue_depth("publish", service.publishers[n].queue.qsize)
         metrics.reloaded("failed")
         return None
-    except Exception as exc:  # a runtime's own error: still one line, the old service runs on
-        log.error(
-            "reload: building a new detector failed (%s: %s); the previous configuration keeps "
-            "running.",
-            type(exc).__name__,
-            exc,
-        )
-        metrics.reloaded("failed")
-        return None
-    fresh = {n: build_camera(cams[n], plan.config, metrics, previews) for n in plan.start}
     cameras = {**kept, **fresh}
     workers = build_workers(plan.config, cameras, metrics, detectors)
     reused = {id(d) for _n, d in old_detectors.values()}

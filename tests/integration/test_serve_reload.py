@@ -102,6 +102,28 @@ def test_sighup_reloads_cameras_without_rebuilding_the_detector(models, tmp_path
         assert 'camera="gate"' not in get(base + "/metrics")[1].decode()
         assert "stopped gate, yard, started yard; detectors reused 1, built none" in log.read_text()
 
+        # A camera with other detect settings: its group's Detector is built, yard's is kept.
+        dock = _camera("dock", sample, detect={"faces": {"threshold": 0.3}})
+        cfg.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": [*cams, dock]}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _status(base)["reloads"] == 3, 60, "the third reload", step_s=0.2)
+        wait_for(lambda: _streaming(base, {"yard", "dock"}), 60, "dock to stream", step_s=0.2)
+        groups = [g["group"] for g in _status(base)["inference"]]
+        assert groups == [group["group"], f"{group['group']}-1"]
+        assert f"started dock; detectors reused 1, built {groups[1]}" in log.read_text()
+        metrics = get(base + "/metrics")[1].decode()
+        assert all(f'edgeblur_runtime_info{{group="{g}"' in metrics for g in groups)
+
+        # A model that is not there: refused before anything stops.
+        gone = {"faces": {"model": str(tmp_path / "gone.onnx"), "family": "centerface"}}
+        cfg.write_text(
+            yaml.safe_dump({"http": {"port": 0}, "cameras": [*cams, {**dock, "detect": gone}]})
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "gone.onnx does not exist" in log.read_text(), 30, "refusal", step_s=0.2)
+        assert [g["group"] for g in _status(base)["inference"]] == groups
+        assert proc.poll() is None
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, log.read_text()
     finally:
