@@ -219,11 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.config is None:
                 log.warning("reload: --demo has no config file to re-read; nothing reloaded.")
                 continue
-            reloaded = reload_service(service, args.config, metrics, previews)
-            if reloaded is not None:
-                service = reloaded
-                host.reloads += 1
-                host.attach(service)
+            if reload_service(host, args.config, metrics, previews):
+                service = host.service or service
             continue
         left = SIGNAL_POLL_S if deadline is None else deadline - time.monotonic()
         if left <= 0:

@@ -57,10 +57,13 @@ class ServiceHost:
         return service.ready()
 
     def status(self) -> dict:
-        service = self._service
-        if service is None:
-            return self._building()
-        data = service.status()
+        # Under the lock: once attach() returned, no status of the previous Service is still
+        # running (it would recreate the metric series of a camera the reload removed).
+        with self._lock:
+            service = self._service
+            if service is None:
+                return self._building()
+            data = service.status()
         data["state"] = self.state
         data["reloads"] = self.reloads
         data["uptime_s"] = round(time.monotonic() - self.started_at, 1)

@@ -32,6 +32,7 @@ from edgeblur.build import (
 from edgeblur.config import ServiceConfig, load_service_config
 from edgeblur.errors import EdgeblurError
 from edgeblur.io.preview import PreviewHub
+from edgeblur.live.host import ServiceHost
 from edgeblur.live.metrics import Metrics
 from edgeblur.live.service import Service
 
@@ -65,14 +66,17 @@ def plan_reload(old: ServiceConfig, new: ServiceConfig) -> ReloadPlan:
 
 
 def reload_service(
-    service: Service,
+    host: ServiceHost,
     path: Path,
     metrics: Metrics,
     previews: PreviewHub | None,
     join_s: float = 5.0,
-) -> Service | None:
-    """The Service running ``path``'s cameras, or None when nothing changed or the file is bad
-    (the old one keeps running, untouched). ``service`` is stopped in part: use the result."""
+) -> bool:
+    """Run ``path``'s cameras: True when ``host`` now holds a new Service, False when nothing
+    changed or the file is bad (the old Service keeps running, untouched)."""
+    service = host.service
+    if service is None:
+        raise RuntimeError("reload_service() before the first Service was attached")
     try:
         new = load_service_config(path)
         plan = plan_reload(service.config, new)
@@ -80,7 +84,7 @@ def reload_service(
     except EdgeblurError as exc:  # a bad file or a missing model
         log.error("reload: %s The previous configuration keeps running.", exc)
         metrics.reloaded("failed")
-        return None
+        return False
     if plan.needs_restart:
         log.warning(
             "reload: %s changed; restart edgeblur to apply %s (SIGHUP reloads cameras only).",
@@ -90,7 +94,7 @@ def reload_service(
     if not plan.changed:
         log.info("reload: no camera changed")
         metrics.reloaded("unchanged")
-        return None
+        return False
     cams = {cam.name: cam for cam in plan.config.cameras}
     kept = {n: (service.sources[n], service.publishers[n]) for n in plan.keep}
     # What can fail is built before anything stops: first the Detectors of new groups (a model
@@ -112,7 +116,7 @@ def reload_service(
                 m.set_queue_depth("source", service.sources[n].queue.__len__)
                 m.set_queue_depth("publish", service.publishers[n].queue.qsize)
         metrics.reloaded("failed")
-        return None
+        return False
     cameras = {**kept, **fresh}
     workers = build_workers(plan.config, cameras, metrics, detectors)
     reused = {id(d) for _n, d in old_detectors.values()}
@@ -132,12 +136,6 @@ def reload_service(
     stuck = [name for name, owner in owners if not owner.join(join_s)]
     if stuck:
         log.warning("reload: %s did not stop within %.0f s", ", ".join(stuck), join_s)
-    for n in plan.stop:
-        gone = n not in cams or not cams[n].enabled
-        if gone:
-            metrics.remove_camera(n)
-        if previews is not None and n in previews and (gone or not cams[n].output.preview):
-            previews.remove(n)
     new_service = Service(
         plan.config,
         metrics,
@@ -154,6 +152,15 @@ def reload_service(
         fresh[n][1].start()
     for n in plan.start:
         fresh[n][0].start()
+    host.reloads += 1
+    host.attach(new_service)
+    # Only now: until attach() returned, a /status of the old Service could recreate them.
+    for n in plan.stop:
+        gone = n not in cams or not cams[n].enabled
+        if gone:
+            metrics.remove_camera(n)
+        if previews is not None and n in previews and (gone or not cams[n].output.preview):
+            previews.remove(n)
     log.info(
         "reload: cameras kept %s, stopped %s, started %s; detectors reused %d, built %s",
         ", ".join(plan.keep) or "none",
@@ -163,4 +170,4 @@ def reload_service(
         ", ".join(built) or "none",
     )
     metrics.reloaded("applied")
-    return new_service
+    return True
