@@ -109,3 +109,24 @@ def test_config_check_prints_the_resolved_config_without_the_password(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "rtsp://***@10.0.0.1/s" in r.stdout
     assert "p@ss" not in r.stdout + r.stderr and "w/rd" not in r.stdout + r.stderr
+
+
+def test_sigterm_while_building_engines_stops_cleanly(models, tmp_path):
+    """A pod deleted during a first engine build (minutes on TensorRT) must not wait for it."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    try:
+        wait_for(lambda: "building engines; status" in log.read_text(), 60, "the HTTP server")
+        proc.send_signal(signal.SIGTERM)  # most often before the models are loaded
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "Traceback" not in log.read_text()
