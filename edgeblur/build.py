@@ -6,7 +6,8 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from edgeblur import assets
 from edgeblur.config import (
@@ -14,11 +15,16 @@ from edgeblur.config import (
     CameraConfig,
     DetectConfig,
     DetectorConfig,
+    FailClosedConfig,
     RuntimeConfig,
     ServiceConfig,
+    TrackConfig,
 )
 from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
 from edgeblur.core.detect import Detector, RoleSpec
+from edgeblur.core.gate import GateSettings
+from edgeblur.core.step import Cadence, Checker, CheckSettings
+from edgeblur.core.track import TrackSettings
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
 from edgeblur.runtime.base import RuntimeSettings
@@ -91,6 +97,43 @@ def build_detector(
     return Detector(roles, runtime_settings(runtime, max_batch=max_batch))
 
 
+def cadence(detect: DetectConfig) -> dict[str, Cadence]:
+    """Each enabled role's schedule on videos (strides, tile rotation)."""
+    out = {}
+    for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
+        if cfg.enabled:
+            out[role] = Cadence(
+                stride=detect.stride_of(role), tiles=cfg.tiles, tiles_per_run=cfg.tiles_per_run
+            )
+    return out
+
+
+def track_settings(cfg: TrackConfig) -> TrackSettings | None:
+    if not cfg.enabled:
+        return None
+    return TrackSettings(
+        coast_frames=cfg.coast_frames,
+        iou_threshold=cfg.iou_threshold,
+        grow_per_frame=cfg.grow_per_frame,
+    )
+
+
+def check_settings(
+    track: TrackConfig, fail_closed: FailClosedConfig | None = None
+) -> CheckSettings:
+    """Tracker and gate of one camera (``fail_closed`` None: files, which have no deadline)."""
+    gate = (
+        GateSettings(tracking=track.enabled)
+        if fail_closed is None
+        else GateSettings(
+            max_unchecked_s=fail_closed.max_unchecked_ms / 1000,
+            max_latency_s=fail_closed.max_latency_ms / 1000,
+            tracking=track.enabled,
+        )
+    )
+    return CheckSettings(track=track_settings(track), gate=gate)
+
+
 def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
     return AnonymizeSettings(
         method=Method(cfg.method),
@@ -107,13 +150,34 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
     return Anonymizer(anonymize_settings(cfg))
 
 
-def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
-    """Every camera's source, publisher and sinks, and one inference worker per detector group."""
+GPU_BATCH = 8  # scheduler.max_batch on a GPU unless set: what a TensorRT engine is built for
+DetectorFactory = Callable[[DetectConfig, RuntimeConfig, int], Detector]
+
+
+Pace = Literal["realtime", "max", "block"]
+
+
+def build_service(
+    cfg: ServiceConfig,
+    metrics: Metrics,
+    previews: PreviewHub | None,
+    *,
+    pace: Pace = "realtime",
+    detector_factory: DetectorFactory | None = None,
+) -> Service:
+    """Every camera's source, publisher and sinks, and one inference worker per detector group.
+
+    Seams for benchmarks: ``pace`` "realtime" (the service's own) plays file sources at their
+    timestamps as a camera would; "max" decodes them as fast as possible, newest frame wins;
+    "block" as fast as the pipeline takes them, dropping none. ``detector_factory`` replaces
+    ``build_detector`` (the ``ceiling`` baseline runs no model).
+    """
     from edgeblur.live.service import Service
 
     check_cameras(cfg)
-    cameras = {cam.name: build_camera(cam, cfg, metrics, previews) for cam in enabled(cfg)}
-    workers = build_workers(cfg, cameras, metrics, detectors={})
+    cameras = {c.name: build_camera(c, cfg, metrics, previews, pace=pace) for c in enabled(cfg)}
+    detectors = build_detectors(cfg, {}, detector_factory)
+    workers = build_workers(cfg, cameras, metrics, detectors)
     return Service(
         cfg,
         metrics,
@@ -153,7 +217,12 @@ def check_service(cfg: ServiceConfig) -> None:
 
 
 def build_camera(
-    cam: CameraConfig, cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None
+    cam: CameraConfig,
+    cfg: ServiceConfig,
+    metrics: Metrics,
+    previews: PreviewHub | None,
+    *,
+    pace: Pace = "realtime",
 ) -> tuple[Source, Publisher]:
     """One camera's source and publisher (with its sinks), not started."""
     from edgeblur.io.preview import PreviewSink
@@ -173,6 +242,8 @@ def build_camera(
             read_timeout_s=s.read_timeout_s,
             backoff_max_s=s.backoff_max_s,
             loop=s.loop,
+            realtime=pace == "realtime",
+            block=pace == "block",
         ),
         metrics=m,
     )
@@ -194,11 +265,12 @@ def build_camera(
         sinks.append(PreviewSink(previews, cam.name))
     pub = Publisher(
         cam,
+        Checker(list(cadence(cam.detect)), check_settings(cam.track, cam.fail_closed)),
         build_anonymizer(cam.anonymize),
         GuardedSinks(cam.name, sinks, m),
         m,
         metrics,
-        queue_size=cfg.scheduler.max_batch,  # room for one camera's whole batch
+        queue_size=cfg.scheduler.max_batch or GPU_BATCH,  # room for a camera's whole batch
     )
     m.set_queue_depth("source", source.queue.__len__)
     m.set_queue_depth("publish", pub.queue.qsize)
@@ -206,7 +278,9 @@ def build_camera(
 
 
 def build_detectors(
-    cfg: ServiceConfig, existing: dict[str, tuple[str, Detector]]
+    cfg: ServiceConfig,
+    existing: dict[str, tuple[str, Detector]],
+    detector_factory: DetectorFactory | None = None,
 ) -> dict[str, tuple[str, Detector]]:
     """Group key → (group name, Detector) for every detector group of ``cfg``'s cameras.
 
@@ -215,17 +289,18 @@ def build_detectors(
     """
     from edgeblur.live.service import group_key
 
-    keys = list(dict.fromkeys(group_key(cam) for cam in enabled(cfg)))
-    first = {}
+    make_detector = detector_factory or build_detector
+    first: dict[str, CameraConfig] = {}
     for cam in enabled(cfg):
         first.setdefault(group_key(cam), cam)
-    out = {k: existing[k] for k in keys if k in existing}
+    out = {k: existing[k] for k in first if k in existing}
     taken = {name for name, _d in out.values()}
-    for i, key in enumerate(keys):
+    for i, (key, cam) in enumerate(first.items()):
         if key in out:
             continue
-        detector = build_detector(first[key].detect, cfg.runtime, cfg.scheduler.max_batch)
-        name = _group_name("+".join(spec.path.stem for spec in detector.roles), i, taken)
+        detector = make_detector(cam.detect, cfg.runtime, cfg.scheduler.max_batch or GPU_BATCH)
+        models = [spec.path.stem for spec in detector.roles] or detector.role_names
+        name = _group_name("+".join(models), i, taken)
         taken.add(name)
         out[key] = (name, detector)
     return out
@@ -238,19 +313,36 @@ def build_workers(
     detectors: dict[str, tuple[str, Detector]],
 ) -> list[InferenceWorker]:
     """One inference worker (not started) per detector group of ``cameras``, on the Detectors
-    of ``detectors`` where it has the group (see build_detectors), else on a new one."""
+    of ``detectors`` (see build_detectors; a group missing there gets a new one)."""
+    from edgeblur.live.schedule import AutoCadence
     from edgeblur.live.service import InferenceWorker, group_key
 
     detectors = build_detectors(cfg, detectors)
     groups: dict[str, list[tuple[Source, Publisher]]] = {}
+    detect_of: dict[str, CameraConfig] = {}
     for cam in enabled(cfg):
         if cam.name in cameras:
             groups.setdefault(group_key(cam), []).append(cameras[cam.name])
+            detect_of.setdefault(group_key(cam), cam)
+    cfgs = {cam.name: cam for cam in cfg.cameras}
     workers = []
     for key, members in groups.items():
         name, detector = detectors[key]
+        max_batch = cfg.scheduler.max_batch or (GPU_BATCH if detector.on_gpu else 1)
+        cam = detect_of[key]
+        base = cadence(cam.detect)
         worker = InferenceWorker(
-            name, detector, members, cfg.scheduler.max_batch, cfg.scheduler.max_wait_ms, metrics
+            name,
+            detector,
+            members,
+            max_batch,
+            cfg.scheduler.max_wait_ms,
+            metrics,
+            cadence=base,
+            auto=AutoCadence(base) if cam.detect.auto else None,
+            max_unchecked_s={
+                pub.name: cfgs[pub.name].fail_closed.max_unchecked_ms / 1000 for _s, pub in members
+            },
         )
         for source, _pub in members:
             source.queue.on_put = worker.wake.set  # a new frame wakes the batcher at once

@@ -208,6 +208,24 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.detect_stride = Gauge(
+            "edgeblur_detect_stride",
+            "Frames between detector runs of a role now (detect.auto may raise it under load).",
+            ["group", "role"],
+            registry=r,
+        )
+        self.detect_tiles = Gauge(
+            "edgeblur_detect_tiles",
+            "Tile grid (tiles x tiles) a role also looks at in rotation now; 1 = none.",
+            ["group", "role"],
+            registry=r,
+        )
+        self.detect_auto_level = Gauge(
+            "edgeblur_detect_auto_level",
+            "detect.auto's rung: 0 = the configured schedule, higher = detecting less often.",
+            ["group"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "edgeblur_queue_depth",
             "Frames waiting in a camera's queue, read at scrape time.",
@@ -301,6 +319,14 @@ class Metrics:
     def stage(self, stage: str) -> Histogram:
         """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``)."""
         return self._stages[_check_choice("stage", stage, STAGES)]
+
+    def schedule(self, group: str, level: int, roles: dict[str, tuple[int, int]]) -> None:
+        """The inference group's schedule in force: rung, and (stride, tiles) per role."""
+        check_label("group name", group)
+        self.detect_auto_level.labels(group=group).set(level)
+        for role, (stride, tiles) in roles.items():
+            self.detect_stride.labels(group=group, role=role).set(stride)
+            self.detect_tiles.labels(group=group, role=role).set(tiles)
 
     def batch(self, model: str) -> Histogram:
         """The ``edgeblur_inference_batch_size`` child of ``model`` (its config name)."""
