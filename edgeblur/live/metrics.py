@@ -13,6 +13,7 @@ on, so a camera that never produced a frame reads 0 instead of being absent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -42,6 +43,7 @@ REGION_REASONS = tuple(r.name.lower() for r in Reason)  # detected, tracked
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "anonymize", "encode")
 QUEUES = ("source", "publish")
 SINKS = ("rtsp", "file")
+ROLES = ("face", "plate")  # detector roles, as the schedule gauges label them
 RELOAD_RESULTS = ("applied", "unchanged", "failed")
 
 
@@ -327,6 +329,17 @@ class Metrics:
         for role, (stride, tiles) in roles.items():
             self.detect_stride.labels(group=group, role=role).set(stride)
             self.detect_tiles.labels(group=group, role=role).set(tiles)
+
+    def remove_group(self, group: str) -> None:
+        """Drop the schedule gauges of an inference group a reload removed (a stale stride or
+        rung would read as if the group still ran). Its histograms stay: they only count."""
+        with self._lock:
+            for family, values in (
+                *((f, (group, r)) for f in (self.detect_stride, self.detect_tiles) for r in ROLES),
+                (self.detect_auto_level, (group,)),
+            ):
+                with contextlib.suppress(KeyError):
+                    family.remove(*values)
 
     def batch(self, model: str) -> Histogram:
         """The ``edgeblur_inference_batch_size`` child of ``model`` (its config name)."""

@@ -155,6 +155,8 @@ def reload_service(
     host.reloads += 1
     host.attach(new_service)
     # Only now: until attach() returned, a /status of the old Service could recreate them.
+    for group in {w.group for w in service.workers} - {w.group for w in workers}:
+        metrics.remove_group(group)
     for n in plan.stop:
         gone = n not in cams or not cams[n].enabled
         if gone:

@@ -124,6 +124,14 @@ def test_sighup_reloads_cameras_without_rebuilding_the_detector(models, tmp_path
         assert [g["group"] for g in _status(base)["inference"]] == groups
         assert proc.poll() is None
 
+        # Dock removed: its group goes, with its runtime and schedule series.
+        cfg.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": cams}))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _status(base)["reloads"] == 4, 60, "the fourth reload", step_s=0.2)
+        assert [g["group"] for g in _status(base)["inference"]] == groups[:1]
+        metrics = get(base + "/metrics")[1].decode()
+        assert f'group="{groups[1]}"' not in metrics and 'camera="dock"' not in metrics
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, log.read_text()
     finally:

@@ -292,3 +292,13 @@ def test_runtime_info_is_replaced_whole(metrics: Metrics) -> None:
     )
     with pytest.raises(ValueError, match="URL"):
         metrics.set_runtimes([("g", "m", "rtsp://user:pw@cam/x", "fp32")])
+
+
+def test_remove_group_drops_its_schedule_gauges(metrics: Metrics) -> None:
+    metrics.schedule("centerface", 1, {"face": (2, 1), "plate": (4, 2)})
+    metrics.schedule("scrfd", 0, {"face": (1, 1)})
+    metrics.remove_group("centerface")
+    metrics.remove_group("never-there")  # a no-op
+    text = generate_latest(metrics.registry).decode()
+    assert 'group="centerface"' not in text
+    assert value(metrics, "edgeblur_detect_stride", group="scrfd", role="face") == 1
