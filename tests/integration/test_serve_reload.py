@@ -60,6 +60,9 @@ def test_sighup_reloads_cameras_without_rebuilding_the_detector(models, tmp_path
         wait_for(lambda: _streaming(base, {"gate"}), 30, "gate to stream", step_s=0.2)
         before = _status(base)
         (group,) = before["inference"]
+        # What each model runs on, as Runtime.describe() says (and edgeblur_runtime_info has).
+        for entry in group["runtime"]:
+            assert re.fullmatch(r"[\w.+-]+: (openvino|onnxruntime)-cpu (fp32|bf16|fp16)", entry)
 
         # Add a camera alike in detect settings: it joins the running detector group.
         cams = [_camera("gate", sample), _camera("yard", sample)]
