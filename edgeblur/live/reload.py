@@ -13,7 +13,8 @@ new camera lists.
 
 Sections a reload cannot apply in place (http: the bound port; runtime and scheduler: every
 detector and batch; log_level) keep their old values, and the log says a restart applies them.
-A file that does not load or validate keeps the old configuration and logs one sentence.
+A file that does not load or validate keeps the old configuration and logs one sentence; so
+does a reload while inference is stuck (its Detector would not stop, and must not run twice).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def reload_service(
     if not plan.changed:
         log.info("reload: no camera changed")
         metrics.reloaded("unchanged")
+        return False
+    alive, reason = service.alive()
+    if not alive:  # a hung detect() would not stop, and its Detector must not get a 2nd thread
+        log.error("reload: %s; restart edgeblur instead. The old configuration runs on.", reason)
+        metrics.reloaded("failed")
         return False
     cams = {cam.name: cam for cam in plan.config.cameras}
     kept = {n: (service.sources[n], service.publishers[n]) for n in plan.keep}

@@ -4,6 +4,7 @@ added, removed and restarted, and a detector group whose models did not change i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import yaml
 from rtsp import wait_for
-from serving import get
+from serving import get, inject, running, service_config
 
 from edgeblur import assets
+from edgeblur.live.host import ServiceHost
+from edgeblur.live.reload import reload_service
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -142,3 +145,25 @@ def test_sighup_reloads_cameras_without_rebuilding_the_detector(models, tmp_path
             proc.kill()
             proc.wait(5)
     assert "Traceback" not in log.read_text()
+
+
+def test_reload_while_inference_hangs_is_refused(models, tmp_path, caplog):
+    """A hung detect() would not stop: its Detector must not be handed to a second thread."""
+    _spec, sample = assets.resolve("sample")
+    cfg = service_config([_camera("gate", sample)])
+    with running(cfg, stall_s=1.0) as run:
+        wait_for(lambda: run.published("gate") > 0, 60, "gate to publish", step_s=0.1)
+        host = ServiceHost(cfg)
+        host.attach(run.service)
+        faulty = inject(run)  # the real detector, wrapped to hang
+        faulty.hang_s = 4.0
+        wait_for(lambda: not run.service.alive()[0], 10, "the hang to show", step_s=0.1)
+        path = tmp_path / "cameras.yaml"
+        cams = [_camera("gate", sample), _camera("yard", sample)]
+        path.write_text(yaml.safe_dump({"http": {"port": 0}, "cameras": cams}))
+        with caplog.at_level(logging.ERROR, logger="edgeblur.live.reload"):
+            assert not reload_service(host, path, run.metrics, None)
+        assert host.service is run.service and host.reloads == 0
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "edgeblur.live.reload"]
+        assert "stuck" in line and "restart edgeblur instead" in line
+        assert run.value("edgeblur_reloads_total", result="failed") == 1
