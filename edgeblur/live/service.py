@@ -245,6 +245,7 @@ class Service:
             source.on_decoded = metrics.stage("decode").observe
 
     def start(self) -> None:
+        self.metrics.set_runtimes(self.runtime_rows())
         for w in self.workers:
             w.start()
         for p in self.publishers.values():
@@ -260,6 +261,14 @@ class Service:
             w.stop()
         for p in self.publishers.values():
             p.stop()
+
+    def runtime_rows(self) -> list[tuple[str, str, str, str]]:
+        """(group, model, runtime, precision) per role of every group, for edgeblur_runtime_info."""
+        return [(w.group, *row) for w in self.workers for row in runtimes(w.detector)]
+
+    def detectors(self) -> dict[str, tuple[str, Detector]]:
+        """Group key → (group name, Detector) of every worker, for a reload to keep."""
+        return {group_key(w.cameras[0][1].cam): (w.group, w.detector) for w in self.workers}
 
     def join(self, timeout_s: float) -> list[str]:
         """Waits for every thread, sharing one deadline; returns the names that did not stop."""
@@ -383,11 +392,14 @@ def _total(counter: Any) -> float:
     return sum(s.value for f in counter.collect() for s in f.samples if s.name.endswith("_total"))
 
 
+def runtimes(detector: Any) -> list[tuple[str, str, str]]:
+    """(model, runtime, precision) per role, from what each runtime says it runs on."""
+    return [
+        (spec.path.stem, *runtime.describe())
+        for spec, _model, runtime in getattr(detector, "_pairs", [])
+    ]
+
+
 def _runtimes(detector: Any) -> list[str]:
-    """'model: runtime' per role, e.g. 'centerface: CPUExecutionProvider'."""
-    out = []
-    for spec, _model, runtime in getattr(detector, "_pairs", []):
-        providers = getattr(runtime, "providers", None)
-        what = providers[0] if providers else type(runtime).__name__
-        out.append(f"{spec.path.stem}: {what}")
-    return out
+    """'model: runtime precision' per role, e.g. 'centerface: onnxruntime-cpu fp32'."""
+    return [f"{model}: {runtime} {precision}" for model, runtime, precision in runtimes(detector)]
