@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from edgeblur import __version__
 from edgeblur.errors import ConfigError, EdgeblurError
 
@@ -23,66 +21,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeblur")
 
 
-def _set(d: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
+def blur_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job flags given on the command line, by ``config.JOB_FLAGS`` name."""
+    from edgeblur.config import JOB_FLAGS
 
-
-# CLI flag → config key path; a flag left unset keeps the config file's value.
-BLUR_OVERRIDES = {
-    "thresh": "detect.faces.threshold",
-    "plate_thresh": "detect.plates.threshold",
-    "faces": "detect.faces.enabled",
-    "plates": "detect.plates.enabled",
-    "face_model": "detect.faces.model",
-    "face_family": "detect.faces.family",
-    "plate_model": "detect.plates.model",
-    "plate_family": "detect.plates.family",
-    "size": "detect.faces.input_width",
-    "tiles": "detect.faces.tiles",
-    "plate_size": "detect.plates.input_width",
-    "stride": "detect.stride",
-    "track": "track.enabled",
-    "backfill": "track.backfill_frames",
-    "method": "anonymize.method",
-    "strength": "anonymize.strength",
-    "pad": "anonymize.face_pad",
-    "plate_pad": "anonymize.plate_pad",
-    "shape": "anonymize.face_shape",
-    "quality": "encode.crf",
-    "threads": "runtime.threads",
-}
-
-
-def job_config(args: argparse.Namespace):
-    from edgeblur.config import JobConfig, describe_error, load_yaml
-
-    data = load_yaml(args.config) if args.config else {}
+    given = {name: getattr(args, name, None) for name in JOB_FLAGS}
     if getattr(args, "boxes", False):
-        args.method = "boxes"
-    for attr, key in BLUR_OVERRIDES.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            _set(data, key, value)
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as err:
-        given = [(a, k) for a, k in BLUR_OVERRIDES.items() if getattr(args, a, None) is not None]
-        flags = {k: "--" + a.replace("_", "-") for a, k in given}
-        raise ConfigError(
-            describe_error(err, str(args.config or "command line"), JobConfig, flags=flags)
-        ) from None
+        given["method"] = "boxes"
+    return given
 
 
 def cmd_blur(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edgeblur.build import build_anonymizer, build_detector
+    from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
 
-    cfg = job_config(args)
+    cfg = job_config(args.config, blur_overrides(args))
     jobs = plan(
         [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
     )

@@ -142,15 +142,9 @@ class Spec:
 
 def service_config(spec: Spec, outdir: Path):
     """The ServiceConfig of ``spec``: one camera per clip, the job config's stage sections."""
-    from edgeblur.cli import job_config
-    from edgeblur.config import ServiceConfig
+    from edgeblur.config import ServiceConfig, job_config
 
-    o = spec.overrides
-    job = job_config(argparse.Namespace(config=spec.config and Path(spec.config), **o))
-    if o.get("spinning") is not None:
-        job = job.model_copy(
-            update={"runtime": job.runtime.model_copy(update={"allow_spinning": o["spinning"]})}
-        )
+    job = job_config(Path(spec.config) if spec.config else None, spec.overrides)
     sections = {k: getattr(job, k).model_dump(mode="json") for k in ("detect", "track")}
     sections["anonymize"] = job.anonymize.model_dump(mode="json")
     scheduler = {"max_batch": spec.max_batch, "max_wait_ms": spec.max_wait_ms}

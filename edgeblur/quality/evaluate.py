@@ -33,7 +33,7 @@ from edgeblur.quality.coverage import COVERED
 from edgeblur.quality.judge import JUDGES, LEAK_IOU
 from edgeblur.quality.scores import COVERAGE, Evaluation, summary
 
-MODE_KEYS = ("track", "stride", "backfill")  # `edgeblur blur` flags, applied by cli.job_config
+MODE_KEYS = ("track", "stride", "backfill")  # `edgeblur blur` flags, applied by config.job_config
 DEFAULT_MODES = [
     "track=off,stride=1",
     "track=on,stride=1",
@@ -206,7 +206,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeblur.build import build_anonymizer, build_detector
-    from edgeblur.cli import job_config
+    from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer
     from edgeblur.io.files import atomic_path
 
@@ -214,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     paths = media_files(args.media, labels)
     modes = []
     for name, flags in map(parse_mode, args.modes):
-        cfg = job_config(argparse.Namespace(config=args.config, **flags))
+        cfg = job_config(args.config, flags)
         modes.append((name, cfg))
     judge = None if args.judge == "none" else JUDGES[args.judge]()
     # Mode keys never change the models, so one detector (and its sessions) serves every mode.
