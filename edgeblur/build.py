@@ -6,6 +6,9 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeblur import assets
@@ -14,6 +17,7 @@ from edgeblur.config import (
     CameraConfig,
     DetectConfig,
     DetectorConfig,
+    JobConfig,
     RuntimeConfig,
     ServiceConfig,
 )
@@ -21,6 +25,7 @@ from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
 from edgeblur.core.detect import Detector, RoleSpec
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
+from edgeblur.runtime import tensorrt as trt_runtime
 from edgeblur.runtime.base import RuntimeSettings
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Kind
@@ -31,6 +36,11 @@ if TYPE_CHECKING:
     from edgeblur.live.service import Service
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
+
+
+def engine_dir(cfg: RuntimeConfig) -> Path:
+    """``runtime.engine_dir``, else ``<cache>/engines`` (``$EDGEBLUR_CACHE/engines``)."""
+    return cfg.engine_dir if cfg.engine_dir is not None else assets.cache_dir() / "engines"
 
 
 def runtime_settings(cfg: RuntimeConfig, max_batch: int | None = None) -> RuntimeSettings:
@@ -45,7 +55,7 @@ def runtime_settings(cfg: RuntimeConfig, max_batch: int | None = None) -> Runtim
         device=cfg.device,
         max_batch=max(cfg.max_batch, max_batch or 0),
         max_aspect=cfg.max_aspect,
-        engine_dir=None if cfg.engine_dir is None else str(cfg.engine_dir),
+        engine_dir=str(engine_dir(cfg)),
         int8_calibration_cache=(
             None if cfg.int8_calibration_cache is None else str(cfg.int8_calibration_cache)
         ),
@@ -182,3 +192,54 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
             source.queue.on_put = worker.wake.set  # a new frame wakes the batcher at once
         workers.append(worker)
     return Service(cfg, metrics, sources, publishers, workers)
+
+
+def _roles(config: JobConfig | ServiceConfig) -> list[tuple[str, DetectorConfig, str]]:
+    """(role, DetectorConfig, key path) of every enabled detector the config would run."""
+    if isinstance(config, ServiceConfig):
+        detects = [(f"cameras.{c.name}.detect", c.detect) for c in config.cameras if c.enabled]
+    else:
+        detects = [("detect", config.detect)]
+    out = []
+    for where, detect in detects:
+        for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
+            if cfg.enabled:
+                out.append((role, cfg, f"{where}.{'faces' if role == 'face' else 'plates'}"))
+    return out
+
+
+def build_engines(
+    config: JobConfig | ServiceConfig,
+    force: bool = False,
+    progress: Callable[[str], None] = print,
+) -> list[Path]:
+    """Build (or find cached) the TensorRT engine of every model ``config`` runs, on this GPU.
+
+    Uses the same settings as ``edgeblur serve`` / ``blur`` with that config, so the service
+    finds these engines instead of building its own. Raises TensorRtUnavailable (a user error)
+    where TensorRT or a GPU is missing: engines are built on the machine that runs them.
+    """
+    scheduler = getattr(config, "scheduler", None)  # a blur JobConfig has no scheduler
+    settings = runtime_settings(
+        config.runtime, max_batch=scheduler.max_batch if scheduler else None
+    )
+    settings = trt_runtime.resolve_precision(settings)  # auto: the precision actually built
+    seen: set[tuple[Path, int]] = set()
+    paths = []
+    for role, cfg, where in _roles(config):
+        spec = role_spec(role, cfg, where)
+        job = (spec.path, spec.settings.input_width)
+        if job in seen:
+            continue
+        seen.add(job)
+        started = time.monotonic()
+        _data, path, built = trt_runtime.ensure_engine(
+            spec.path, settings, spec.settings.input_width, force=force
+        )
+        what = f"built in {time.monotonic() - started:.0f} s" if built else "ok (cached)"
+        progress(
+            f"{spec.path.stem} ({spec.settings.input_width} px, {settings.precision}, batch "
+            f"1..{settings.max_batch}): {what} -> {path}"
+        )
+        paths.append(path)
+    return paths

@@ -188,6 +188,69 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engines_build(args: argparse.Namespace) -> int:
+    from edgeblur.build import build_engines
+    from edgeblur.config import load_any_config
+
+    build_engines(load_any_config(args.config), force=args.force)
+    return 0
+
+
+def cmd_engines_list(args: argparse.Namespace) -> int:
+    from edgeblur.build import engine_dir
+    from edgeblur.config import load_any_config
+    from edgeblur.runtime.engines import EngineCache
+
+    root = args.dir or engine_dir(load_any_config(args.config).runtime)
+    cache = EngineCache(root)
+    rows = [("FILE", "GPU", "CC", "TENSORRT", "PRECISION", "BATCH", "MAX WxH", "SIZE", "STATUS")]
+    for e in cache.entries():
+        k = e.key
+        rows.append(
+            (
+                e.path.name,
+                k.gpu_name if k else "?",
+                k.compute_capability if k else "?",
+                k.tensorrt_version if k else "?",
+                k.precision if k else "?",
+                f"1..{k.max_batch}" if k else "?",
+                f"{k.input_wh_max[0]}x{k.input_wh_max[1]}" if k else "?",
+                f"{e.size / 1e6:.1f} MB",
+                "ok" if e.problem is None else f"rebuild: {e.problem}",
+            )
+        )
+    if len(rows) == 1:
+        print(f"no TensorRT engines in {cache.root}; build them with `edgeblur engines build`")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return 0
+
+
+def add_engines_parser(subparsers: Any) -> None:
+    """``edgeblur engines build|list``; ``subparsers`` is ``build_parser()``'s sub-parser set."""
+    e = subparsers.add_parser("engines", help="Build or list the cached TensorRT engines.")
+    esub = e.add_subparsers(dest="engines_command", required=True)
+    eb = esub.add_parser(
+        "build",
+        help="Build the TensorRT engine of every model a config runs, on this GPU "
+        "(minutes on a Jetson; the service then starts at once).",
+    )
+    eb.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="cameras.yaml or a blur config (default: the default face and plate models).",
+    )
+    eb.add_argument("--force", action="store_true", help="Build again even if cached.")
+    eb.set_defaults(func=cmd_engines_build)
+    el = esub.add_parser("list", help="Show the cached engines, what they were built for.")
+    el.add_argument("--dir", type=Path, help="Engine folder (default: <cache>/engines).")
+    el.add_argument("-c", "--config", type=Path, help="Use runtime.engine_dir of this config.")
+    el.set_defaults(func=cmd_engines_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeblur",
@@ -304,12 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("file", type=Path)
     ck.set_defaults(func=cmd_config_check)
 
+    from edgeblur.bench.run import add_bench_parser
     from edgeblur.quality.evaluate import add_eval_parser
-    from edgeblur.runtime.engines import add_engines_parser
 
     add_eval_parser(sub)
-    from edgeblur.bench.run import add_bench_parser
-
     add_bench_parser(sub)
     add_engines_parser(sub)
 

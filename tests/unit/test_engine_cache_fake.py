@@ -240,21 +240,24 @@ def test_fake_list_engines_reports_each_file_and_its_problem(tmp_path: Path) -> 
 def test_fake_default_engine_dir_follows_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from edgeblur.build import engine_dir, runtime_settings
+    from edgeblur.config import RuntimeConfig
+
     monkeypatch.setenv("EDGEBLUR_CACHE", str(tmp_path))
-    assert engines.default_engine_dir() == tmp_path / "engines"
-    assert EngineCache().root == tmp_path / "engines"
+    assert engine_dir(RuntimeConfig()) == tmp_path / "engines"
+    assert runtime_settings(RuntimeConfig()).engine_dir == str(tmp_path / "engines")
+    assert engine_dir(RuntimeConfig(engine_dir=tmp_path / "x")) == tmp_path / "x"
     assert EngineCache(tmp_path / "elsewhere").root == tmp_path / "elsewhere"
 
 
 def test_fake_engines_cli_parser_and_empty_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
+    from edgeblur import cli
 
-    parser = argparse.ArgumentParser(prog="edgeblur")
-    engines.add_engines_parser(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser()
     args = parser.parse_args(["engines", "build", "-c", "cams.yaml", "--force"])
-    assert args.func is engines.cmd_engines_build and args.force
+    assert args.func is cli.cmd_engines_build and args.force
     assert args.config == Path("cams.yaml")
     args = parser.parse_args(["engines", "list", "--dir", str(tmp_path)])
     assert args.func(args) == 0
