@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeblur import __version__
+from edgeblur.config import HttpConfig, default, flag_help
 from edgeblur.errors import ConfigError, EdgeblurError
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def demo_config(port: int | None) -> ServiceConfig:
     _spec, sample = assets.resolve("sample")
     return ServiceConfig.model_validate(
         {
-            "http": {"port": 9108 if port is None else port},
+            "http": {} if port is None else {"port": port},
             "cameras": [
                 {
                     "name": "demo",
@@ -275,72 +276,102 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--thresh",
         type=float,
-        help="Face score threshold (default 0.2); lower hides more, and more false positives.",
-    )
-    b.add_argument("--plate-thresh", type=float, help="Plate score threshold (default 0.2).")
-    b.add_argument(
-        "--faces",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Hide faces (default on).",
+        help=flag_help(
+            "Face score threshold; lower hides more, and more false positives", "thresh"
+        ),
     )
     b.add_argument(
-        "--plates",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Hide plates (default on).",
+        "--plate-thresh", type=float, help=flag_help("Plate score threshold", "plate_thresh")
     )
+    for name, what in (("faces", "Hide faces"), ("plates", "Hide plates")):
+        b.add_argument(
+            f"--{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=flag_help(what, name),
+        )
     b.add_argument(
-        "--face-model", help="Face model: name, role or .onnx path (default centerface)."
+        "--face-model",
+        help=flag_help("Face model: manifest name, role or .onnx path", "face_model"),
     )
     b.add_argument(
         "--face-family",
         choices=["centerface", "yolov8", "yolov5_face"],
         help="Decoder of a face .onnx file.",
     )
-    b.add_argument("--plate-model", help="Plate model: name or .onnx path (default yolov8n-plate).")
+    b.add_argument(
+        "--plate-model",
+        help=flag_help("Plate model: manifest name, role or .onnx path", "plate_model"),
+    )
     b.add_argument("--plate-family", choices=["yolov8"], help="Decoder of a plate .onnx file.")
     b.add_argument(
-        "--size", type=int, help="Face detection width in px, multiple of 32 (default 640)."
+        "--size", type=int, help=flag_help("Face detection width in px, multiple of 32", "size")
     )
     b.add_argument(
         "--tiles",
         type=int,
-        help="Also detect faces on an N×N grid of crops (2-4): smaller faces, N²+1 times the work.",
+        help=flag_help(
+            "Also detect faces on an N×N grid of crops (2-4): smaller faces, N²+1 times the work",
+            "tiles",
+        ),
     )
-    b.add_argument("--plate-size", type=int, help="Plate detection width in px (default 640).")
     b.add_argument(
-        "--stride", type=int, help="Detect every k-th video frame, track between (default 1)."
+        "--plate-size",
+        type=int,
+        help=flag_help("Plate detection width in px, multiple of 32", "plate_size"),
+    )
+    b.add_argument(
+        "--stride",
+        type=int,
+        help=flag_help("Detect every k-th video frame, track between", "stride"),
     )
     b.add_argument(
         "--track",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Track between detections (default on).",
+        help=flag_help("Track between detections", "track"),
     )
     b.add_argument(
         "--backfill",
         type=int,
-        help="Also hide a track this many frames before it is first found (default 6).",
+        help=flag_help("Also hide a track this many frames before it is first found", "backfill"),
     )
     b.add_argument(
-        "--method", choices=["gaussian", "pixelate", "fill"], help="How to hide (default gaussian)."
+        "--method",
+        choices=["gaussian", "pixelate", "fill"],
+        help=flag_help("How to hide", "method"),
     )
     b.add_argument(
-        "--strength", type=float, help="Blur sigma as a fraction of the region (default 0.25)."
+        "--strength",
+        type=float,
+        help=flag_help("Blur sigma as a fraction of the region", "strength"),
     )
-    b.add_argument("--shape", choices=["ellipse", "box"], help="Face mask shape (default ellipse).")
     b.add_argument(
-        "--pad", type=float, help="Face padding per side, fraction of the box (default 0.15)."
+        "--shape", choices=["ellipse", "box"], help=flag_help("Face mask shape", "shape")
     )
-    b.add_argument("--plate-pad", type=float, help="Plate padding per side (default 0.1).")
+    b.add_argument(
+        "--pad", type=float, help=flag_help("Face padding per side, fraction of the box", "pad")
+    )
+    b.add_argument(
+        "--plate-pad",
+        type=float,
+        help=flag_help("Plate padding per side, fraction of the box", "plate_pad"),
+    )
     b.add_argument(
         "--boxes",
         action="store_true",
         help="Draw boxes instead of hiding (for checking; not anonymized).",
     )
-    b.add_argument("--quality", type=int, help="Video CRF, 0-51, lower is better (default 20).")
-    b.add_argument("--threads", type=int, help="Inference threads per model (default: all cores).")
+    b.add_argument(
+        "--quality",
+        type=int,
+        help=flag_help("Video CRF, 0-51, lower is better and larger", "quality"),
+    )
+    b.add_argument(
+        "--threads",
+        type=int,
+        help=flag_help("Inference threads per model, 0 for all cores", "threads"),
+    )
     b.add_argument(
         "--json",
         action="store_true",
@@ -355,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--demo", action="store_true", help="The bundled sample clip looped as a camera."
     )
-    sv.add_argument("--port", type=int, help="HTTP port for metrics, status, previews (9108).")
+    sv.add_argument(
+        "--port",
+        type=int,
+        help=f"HTTP port for metrics, status, previews (default {default(HttpConfig, 'port')}).",
+    )
     sv.add_argument(
         "--duration", type=float, help="Stop after this many seconds (default: run until Ctrl-C)."
     )

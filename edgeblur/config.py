@@ -486,6 +486,22 @@ def job_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Jo
         raise ConfigError(describe_error(err, source, JobConfig, flags=flags)) from None
 
 
+def default(model: type[BaseModel], path: str) -> str:
+    """The default of ``model``'s key ``path`` (``detect.faces.threshold``) as help text shows
+    it (``on``/``off`` for booleans): `--help` reads each default here, never a copy of it."""
+    value: Any = model()
+    for key in path.split("."):
+        value = getattr(value, key)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_help(text: str, flag: str) -> str:
+    """``text`` and the JobConfig default of job flag ``flag`` (a ``JOB_FLAGS`` name)."""
+    return f"{text} (default {default(JobConfig, JOB_FLAGS[flag])})."
+
+
 def load_job_config(path: Path | None) -> JobConfig:
     return job_config(path)
 

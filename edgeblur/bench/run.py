@@ -34,6 +34,7 @@ from statistics import median
 
 import numpy as np
 
+from edgeblur.config import SchedulerConfig, default
 from edgeblur.io.source import FrameQueue
 from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
@@ -503,8 +504,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     add("--plates", action=argparse.BooleanOptionalAction, default=None, help="Plates on/off.")
     add("--threads", type=int, help="ONNX Runtime threads per model (runtime.threads).")
     add("--spinning", action=argparse.BooleanOptionalAction, default=None, help="ORT spinning.")
-    add("--max-batch", type=int, help="scheduler.max_batch (default 8).")
-    add("--max-wait-ms", type=int, help="scheduler.max_wait_ms (default 10).")
+    for key in ("max_batch", "max_wait_ms"):
+        at_default = f"scheduler.{key} (default {default(SchedulerConfig, key)})."
+        add(f"--{key.replace('_', '-')}", type=int, help=at_default)
     add("--rtsp", metavar="URL", help="Push to URL/camN instead of writing files.")
     add("--rss-every", type=float, metavar="S", help="Sample RSS every S seconds.")
     add("--json", type=Path, metavar="OUT", help="Write every figure as JSON.")
