@@ -470,7 +470,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     doc = document(args, settings, runs)
     print("\n".join(report(doc)))
     if args.json:
-        from edgeblur.io.files import atomic_path
+        from edgeblur.fs import atomic_path
 
         with atomic_path(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(doc, indent=1) + "\n")

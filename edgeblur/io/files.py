@@ -6,9 +6,6 @@ only when complete, so an interrupted run never leaves a file that looks finishe
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +16,7 @@ import cv2
 import numpy as np
 
 from edgeblur.errors import SourceUnavailable, UnsupportedInput
+from edgeblur.fs import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {
@@ -45,28 +43,6 @@ def is_image(path: Path) -> bool:
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
-
-
-@contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest`` that replaces it only if the block finishes."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes 0600 files; the output should get the usual permissions (umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        # BaseException too: Ctrl-C must not leave the half file behind.
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 @dataclass

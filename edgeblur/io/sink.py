@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from av.video.frame import PictureType
 
-from edgeblur.io.files import atomic_path
+from edgeblur.fs import atomic_path
 from edgeblur.io.source import FrameQueue, describe
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Anonymized, Frame

@@ -208,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgeblur.build import build_anonymizer, build_detector
     from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer
-    from edgeblur.io.files import atomic_path
+    from edgeblur.fs import atomic_path
 
     labels = _read_json(args.labels, "Labels").get("files", {})
     paths = media_files(args.media, labels)

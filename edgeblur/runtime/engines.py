@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeblur.errors import ConfigError
+from edgeblur.fs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ FORMAT = 1
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
 HEADER_BYTES = 32
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,40 +107,6 @@ class EngineEntry:
     size: int
     built_at: str | None
     problem: str | None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The temporary file is in the target's folder (``os.replace`` is atomic only within one file
-    system) and is removed if anything fails, Ctrl-C included.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself survives a power cut only after this
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 @contextlib.contextmanager
@@ -264,6 +228,8 @@ class EngineCache:
             return []
         out = []
         for path in sorted(self.root.glob(f"*{ENGINE_SUFFIX}")):
+            if path.name.startswith("."):
+                continue  # the temporary of a write in progress (fs.atomic_path)
             _data, problem = self.check(path, None)
             try:
                 record = json.loads(sidecar_path(path).read_text(encoding="utf-8"))

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from edgeblur.errors import ConfigError, EdgeblurError, ModelMissing
+from edgeblur.fs import file_sha256
 from edgeblur.runtime.base import RuntimeSettings
-from edgeblur.runtime.engines import EngineCache, EngineKey, check_file, file_sha256
+from edgeblur.runtime.engines import EngineCache, EngineKey, check_file
 
 log = logging.getLogger(__name__)
 

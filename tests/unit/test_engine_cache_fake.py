@@ -172,7 +172,7 @@ def test_fake_failed_write_leaves_no_partial_file(
     def fail_fsync(_fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engines.os, "fsync", fail_fsync)
+    monkeypatch.setattr(os, "fsync", fail_fsync)
     cache = EngineCache(tmp_path)
     with pytest.raises(OSError, match="No space left"):
         cache.get_or_build("centerface", KEY, FakeBuild())
@@ -189,10 +189,10 @@ def test_fake_failed_write_keeps_the_previous_file_whole(
     def interrupted_replace(src: str, dst: str) -> None:
         raise KeyboardInterrupt  # Ctrl-C between write and rename
 
-    monkeypatch.setattr(engines.os, "replace", interrupted_replace)
+    monkeypatch.setattr(os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
         engines.write_atomic(target, b"new engine, longer than the old one")
-    monkeypatch.setattr(engines.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert target.read_bytes() == b"old engine"
     assert _leftovers(tmp_path) == ["x.engine"]
 
@@ -266,3 +266,11 @@ def test_fake_engines_cli_parser_and_empty_list(
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "NVIDIA Orin" in out and "1..8" in out and "640x640" in out and "ok" in out
+
+
+def test_fake_list_skips_a_write_in_progress(tmp_path: Path) -> None:
+    EngineCache(tmp_path).get_or_build("centerface", KEY, FakeBuild())
+    (tmp_path / ".centerface-fp16-0123.abcd.part.engine").write_bytes(b"half an engine")
+    assert [e.path.name for e in EngineCache(tmp_path).entries()] == [
+        EngineCache(tmp_path).path_for("centerface", KEY).name
+    ]
