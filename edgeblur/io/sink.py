@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from edgeblur.fs import atomic_path
+from edgeblur.io.backoff import backoff_s
 from edgeblur.io.source import FrameQueue, describe
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Anonymized, Frame
@@ -399,8 +399,7 @@ class RtspSink:
         self.last_error = describe(exc)
         if self.metrics is not None:
             self.metrics.reconnects["sink"].inc()
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(failures - 1, 30))
-        delay = base * random.uniform(0.8, 1.0)
+        delay = backoff_s(failures, self.backoff_initial_s, self.backoff_max_s)
         level = logging.WARNING if logged != type(exc).__name__ else logging.DEBUG
         log.log(
             level,

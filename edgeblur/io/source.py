@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ import av
 import av.logging
 import numpy as np
 
+from edgeblur.io.backoff import backoff_s
 from edgeblur.secrets import SecretUrl, redact
 from edgeblur.types import Frame
 
@@ -333,10 +333,7 @@ class Source:
         self._set_up(False)
         if self.metrics is not None:
             self.metrics.reconnects["source"].inc()
-        base = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(failures - 1, 30))
-        # Jitter below the base: cameras that failed together do not retry in lockstep,
-        # and each wait is still longer than the last until the cap.
-        self.backoff_s = base * random.uniform(0.8, 1.0)
+        self.backoff_s = backoff_s(failures, s.backoff_initial_s, s.backoff_max_s)
 
     def _log_ffmpeg_tail(self) -> None:
         lines = [redact(msg.rstrip()) for _lvl, _name, msg in self._ffmpeg_log[-FFMPEG_LOG_LINES:]]
