@@ -117,8 +117,9 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
 
 def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
     """Every camera's source, publisher and sinks, and one inference worker per detector group."""
+    from edgeblur.io.encode import EncodeSettings
     from edgeblur.io.preview import PreviewSink
-    from edgeblur.io.sink import EncoderSettings, FileSink, RtspSink
+    from edgeblur.io.sink import FileSink, RtspSink
     from edgeblur.io.source import Source, SourceSettings
     from edgeblur.live.publisher import GuardedSinks, Publisher
     from edgeblur.live.service import InferenceWorker, Service, group_key
@@ -150,7 +151,7 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
             metrics=m,
         )
         e = out.encode
-        enc = EncoderSettings(
+        enc = EncodeSettings(
             codec=e.codec,
             preset=e.preset,
             tune=e.tune,

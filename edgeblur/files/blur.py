@@ -177,7 +177,7 @@ class FileAnonymizer:
             grow_per_frame=t.grow_per_frame,
         )
         e = cfg.encode
-        self.encode = EncodeSettings(codec=e.codec, crf=e.crf, preset=e.preset)
+        self.encode = EncodeSettings.for_files(codec=e.codec, crf=e.crf, preset=e.preset)
 
     # -- images --------------------------------------------------------------------------------
     def image_regions(self, image: np.ndarray) -> Regions:
