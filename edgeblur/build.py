@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgeblur import assets
 from edgeblur.config import (
@@ -24,16 +23,18 @@ from edgeblur.config import (
 from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
 from edgeblur.core.detect import Detector, RoleSpec
 from edgeblur.errors import ConfigError
+from edgeblur.io.encode import EncodeSettings
+from edgeblur.io.preview import PreviewHub, PreviewSink
+from edgeblur.io.sink import FileSink, RtspSink
+from edgeblur.io.source import Source, SourceSettings
+from edgeblur.live.metrics import Metrics
+from edgeblur.live.publisher import GuardedSinks, Publisher
+from edgeblur.live.service import InferenceWorker, Service, group_key
 from edgeblur.models import ModelSettings
 from edgeblur.runtime import tensorrt as trt_runtime
 from edgeblur.runtime.base import RuntimeSettings
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Kind
-
-if TYPE_CHECKING:
-    from edgeblur.io.preview import PreviewHub
-    from edgeblur.live.metrics import Metrics
-    from edgeblur.live.service import Service
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -117,12 +118,6 @@ def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
 
 def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | None) -> Service:
     """Every camera's source, publisher and sinks, and one inference worker per detector group."""
-    from edgeblur.io.encode import EncodeSettings
-    from edgeblur.io.preview import PreviewSink
-    from edgeblur.io.sink import FileSink, RtspSink
-    from edgeblur.io.source import Source, SourceSettings
-    from edgeblur.live.publisher import GuardedSinks, Publisher
-    from edgeblur.live.service import InferenceWorker, Service, group_key
 
     groups: dict[str, list[tuple[Source, Publisher]]] = {}
     detect_of: dict[str, CameraConfig] = {}
