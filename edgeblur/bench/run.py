@@ -34,7 +34,8 @@ from statistics import median
 
 import numpy as np
 
-from edgeblur.config import SchedulerConfig, default
+from edgeblur.config import SchedulerConfig, ServiceConfig, default, job_config
+from edgeblur.fs import atomic_path
 from edgeblur.io.source import FrameQueue
 from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
@@ -143,8 +144,6 @@ class Spec:
 
 def service_config(spec: Spec, outdir: Path):
     """The ServiceConfig of ``spec``: one camera per clip, the job config's stage sections."""
-    from edgeblur.config import ServiceConfig, job_config
-
     job = job_config(Path(spec.config) if spec.config else None, spec.overrides)
     sections = {k: getattr(job, k).model_dump(mode="json") for k in ("detect", "track")}
     sections["anonymize"] = job.anonymize.model_dump(mode="json")
@@ -470,8 +469,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     doc = document(args, settings, runs)
     print("\n".join(report(doc)))
     if args.json:
-        from edgeblur.fs import atomic_path
-
         with atomic_path(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return 0

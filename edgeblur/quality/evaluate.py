@@ -28,7 +28,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeblur.config import job_config
 from edgeblur.errors import ConfigError, SourceUnavailable
+from edgeblur.fs import atomic_path
 from edgeblur.quality.coverage import COVERED
 from edgeblur.quality.judge import JUDGES, LEAK_IOU
 from edgeblur.quality.scores import COVERAGE, Evaluation, summary
@@ -206,9 +208,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeblur.build import build_anonymizer, build_detector
-    from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer
-    from edgeblur.fs import atomic_path
 
     labels = _read_json(args.labels, "Labels").get("files", {})
     paths = media_files(args.media, labels)
