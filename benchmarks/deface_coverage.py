@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 
 from edgeblur.bench.clips import deface_venv
-from edgeblur.quality.coverage import COVERED, box_coverage
-from edgeblur.quality.scores import Evaluation, frame_labels, summary
-from edgeblur.quality.evaluate import media_files, parse_mode
 from edgeblur.io.files import decode_frames, read_image
+from edgeblur.quality.coverage import COVERED, box_coverage
+from edgeblur.quality.evaluate import media_files, parse_mode
+from edgeblur.quality.scores import Evaluation, frame_labels, summary
 
 TOLERANCE = 2  # levels: libx264rgb -qp 0 is lossless, so unchanged pixels differ by 0
 LOSSLESS = {
@@ -99,11 +99,11 @@ def deface_coverage(labels: dict, staged: dict[str, Path], blurred: Path, plain:
 
 
 def edgeblur_coverage(paths: list[Path], labels: dict, config: Path | None, mode: str) -> dict:
-    from edgeblur.files.blur import FileAnonymizer
     from edgeblur.build import build_anonymizer, build_detector
-    from edgeblur.cli import job_config
+    from edgeblur.config import job_config
+    from edgeblur.files.blur import FileAnonymizer
 
-    cfg = job_config(argparse.Namespace(config=config, **parse_mode(mode)[1]))
+    cfg = job_config(config, parse_mode(mode)[1])
     worker = FileAnonymizer(
         cfg, build_detector(cfg.detect, cfg.runtime), build_anonymizer(cfg.anonymize)
     )

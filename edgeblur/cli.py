@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from edgeblur import __version__
+from edgeblur.config import HttpConfig, default, flag_help
 from edgeblur.errors import ConfigError, EdgeblurError
 
 if TYPE_CHECKING:
@@ -33,66 +32,24 @@ log = logging.getLogger("edgeblur")
 SIGNAL_POLL_S = 0.5
 
 
-def _set(d: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
+def blur_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job flags given on the command line, by ``config.JOB_FLAGS`` name."""
+    from edgeblur.config import JOB_FLAGS
 
-
-# CLI flag → config key path; a flag left unset keeps the config file's value.
-BLUR_OVERRIDES = {
-    "thresh": "detect.faces.threshold",
-    "plate_thresh": "detect.plates.threshold",
-    "faces": "detect.faces.enabled",
-    "plates": "detect.plates.enabled",
-    "face_model": "detect.faces.model",
-    "face_family": "detect.faces.family",
-    "plate_model": "detect.plates.model",
-    "plate_family": "detect.plates.family",
-    "size": "detect.faces.input_width",
-    "tiles": "detect.faces.tiles",
-    "plate_size": "detect.plates.input_width",
-    "stride": "detect.stride",
-    "track": "track.enabled",
-    "backfill": "track.backfill_frames",
-    "method": "anonymize.method",
-    "strength": "anonymize.strength",
-    "pad": "anonymize.face_pad",
-    "plate_pad": "anonymize.plate_pad",
-    "shape": "anonymize.face_shape",
-    "quality": "encode.crf",
-    "threads": "runtime.threads",
-}
-
-
-def job_config(args: argparse.Namespace):
-    from edgeblur.config import JobConfig, describe_error, load_yaml
-
-    data = load_yaml(args.config) if args.config else {}
+    given = {name: getattr(args, name, None) for name in JOB_FLAGS}
     if getattr(args, "boxes", False):
-        args.method = "boxes"
-    for attr, key in BLUR_OVERRIDES.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            _set(data, key, value)
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as err:
-        given = [(a, k) for a, k in BLUR_OVERRIDES.items() if getattr(args, a, None) is not None]
-        flags = {k: "--" + a.replace("_", "-") for a, k in given}
-        raise ConfigError(
-            describe_error(err, str(args.config or "command line"), JobConfig, flags=flags)
-        ) from None
+        given["method"] = "boxes"
+    return given
 
 
 def cmd_blur(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edgeblur.build import build_anonymizer, build_detector
+    from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
 
-    cfg = job_config(args)
+    cfg = job_config(args.config, blur_overrides(args))
     jobs = plan(
         [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
     )
@@ -140,7 +97,7 @@ def demo_config(port: int | None) -> ServiceConfig:
     _spec, sample = assets.resolve("sample")
     return ServiceConfig.model_validate(
         {
-            "http": {"port": 9108 if port is None else port},
+            "http": {} if port is None else {"port": port},
             "cameras": [
                 {
                     "name": "demo",
@@ -156,9 +113,9 @@ def demo_config(port: int | None) -> ServiceConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    from edgeblur.build import check_service
     from edgeblur.config import HttpConfig, ServeFlags, check_flags, load_service_config
     from edgeblur.io.preview import PreviewHub
+    from edgeblur.live.build import check_service
     from edgeblur.live.host import ServiceHost
     from edgeblur.live.http import HttpServer
     from edgeblur.live.metrics import Metrics
@@ -247,7 +204,7 @@ def _build_until(
 ) -> Service | None:
     """The built Service, or None if ``stop`` came first. The build runs on a daemon thread so
     that SIGTERM during a long engine build ends the process at once; its error is raised here."""
-    from edgeblur.build import build_service
+    from edgeblur.live.build import build_service
 
     got: dict[str, Any] = {}
 
@@ -295,6 +252,69 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engines_build(args: argparse.Namespace) -> int:
+    from edgeblur.build import build_engines
+    from edgeblur.config import load_any_config
+
+    build_engines(load_any_config(args.config), force=args.force)
+    return 0
+
+
+def cmd_engines_list(args: argparse.Namespace) -> int:
+    from edgeblur.build import engine_dir
+    from edgeblur.config import load_any_config
+    from edgeblur.runtime.engines import EngineCache
+
+    root = args.dir or engine_dir(load_any_config(args.config).runtime)
+    cache = EngineCache(root)
+    rows = [("FILE", "GPU", "CC", "TENSORRT", "PRECISION", "BATCH", "MAX WxH", "SIZE", "STATUS")]
+    for e in cache.entries():
+        k = e.key
+        rows.append(
+            (
+                e.path.name,
+                k.gpu_name if k else "?",
+                k.compute_capability if k else "?",
+                k.tensorrt_version if k else "?",
+                k.precision if k else "?",
+                f"1..{k.max_batch}" if k else "?",
+                f"{k.input_wh_max[0]}x{k.input_wh_max[1]}" if k else "?",
+                f"{e.size / 1e6:.1f} MB",
+                "ok" if e.problem is None else f"rebuild: {e.problem}",
+            )
+        )
+    if len(rows) == 1:
+        print(f"no TensorRT engines in {cache.root}; build them with `edgeblur engines build`")
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return 0
+
+
+def add_engines_parser(subparsers: Any) -> None:
+    """``edgeblur engines build|list``; ``subparsers`` is ``build_parser()``'s sub-parser set."""
+    e = subparsers.add_parser("engines", help="Build or list the cached TensorRT engines.")
+    esub = e.add_subparsers(dest="engines_command", required=True)
+    eb = esub.add_parser(
+        "build",
+        help="Build the TensorRT engine of every model a config runs, on this GPU "
+        "(minutes on a Jetson; the service then starts at once).",
+    )
+    eb.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="cameras.yaml or a blur config (default: the default face and plate models).",
+    )
+    eb.add_argument("--force", action="store_true", help="Build again even if cached.")
+    eb.set_defaults(func=cmd_engines_build)
+    el = esub.add_parser("list", help="Show the cached engines, what they were built for.")
+    el.add_argument("--dir", type=Path, help="Engine folder (default: <cache>/engines).")
+    el.add_argument("-c", "--config", type=Path, help="Use runtime.engine_dir of this config.")
+    el.set_defaults(func=cmd_engines_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeblur",
@@ -319,72 +339,102 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--thresh",
         type=float,
-        help="Face score threshold (default 0.2); lower hides more, and more false positives.",
-    )
-    b.add_argument("--plate-thresh", type=float, help="Plate score threshold (default 0.2).")
-    b.add_argument(
-        "--faces",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Hide faces (default on).",
+        help=flag_help(
+            "Face score threshold; lower hides more, and more false positives", "thresh"
+        ),
     )
     b.add_argument(
-        "--plates",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Hide plates (default on).",
+        "--plate-thresh", type=float, help=flag_help("Plate score threshold", "plate_thresh")
     )
+    for name, what in (("faces", "Hide faces"), ("plates", "Hide plates")):
+        b.add_argument(
+            f"--{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=flag_help(what, name),
+        )
     b.add_argument(
-        "--face-model", help="Face model: name, role or .onnx path (default centerface)."
+        "--face-model",
+        help=flag_help("Face model: manifest name, role or .onnx path", "face_model"),
     )
     b.add_argument(
         "--face-family",
         choices=["centerface", "yolov8", "yolov5_face"],
         help="Decoder of a face .onnx file.",
     )
-    b.add_argument("--plate-model", help="Plate model: name or .onnx path (default yolov8n-plate).")
+    b.add_argument(
+        "--plate-model",
+        help=flag_help("Plate model: manifest name, role or .onnx path", "plate_model"),
+    )
     b.add_argument("--plate-family", choices=["yolov8"], help="Decoder of a plate .onnx file.")
     b.add_argument(
-        "--size", type=int, help="Face detection width in px, multiple of 32 (default 640)."
+        "--size", type=int, help=flag_help("Face detection width in px, multiple of 32", "size")
     )
     b.add_argument(
         "--tiles",
         type=int,
-        help="Also detect faces on an N×N grid of crops (2-4): smaller faces, N²+1 times the work.",
+        help=flag_help(
+            "Also detect faces on an N×N grid of crops (2-4): smaller faces, N²+1 times the work",
+            "tiles",
+        ),
     )
-    b.add_argument("--plate-size", type=int, help="Plate detection width in px (default 640).")
     b.add_argument(
-        "--stride", type=int, help="Detect every k-th video frame, track between (default 1)."
+        "--plate-size",
+        type=int,
+        help=flag_help("Plate detection width in px, multiple of 32", "plate_size"),
+    )
+    b.add_argument(
+        "--stride",
+        type=int,
+        help=flag_help("Detect every k-th video frame, track between", "stride"),
     )
     b.add_argument(
         "--track",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Track between detections (default on).",
+        help=flag_help("Track between detections", "track"),
     )
     b.add_argument(
         "--backfill",
         type=int,
-        help="Also hide a track this many frames before it is first found (default 6).",
+        help=flag_help("Also hide a track this many frames before it is first found", "backfill"),
     )
     b.add_argument(
-        "--method", choices=["gaussian", "pixelate", "fill"], help="How to hide (default gaussian)."
+        "--method",
+        choices=["gaussian", "pixelate", "fill"],
+        help=flag_help("How to hide", "method"),
     )
     b.add_argument(
-        "--strength", type=float, help="Blur sigma as a fraction of the region (default 0.25)."
+        "--strength",
+        type=float,
+        help=flag_help("Blur sigma as a fraction of the region", "strength"),
     )
-    b.add_argument("--shape", choices=["ellipse", "box"], help="Face mask shape (default ellipse).")
     b.add_argument(
-        "--pad", type=float, help="Face padding per side, fraction of the box (default 0.15)."
+        "--shape", choices=["ellipse", "box"], help=flag_help("Face mask shape", "shape")
     )
-    b.add_argument("--plate-pad", type=float, help="Plate padding per side (default 0.1).")
+    b.add_argument(
+        "--pad", type=float, help=flag_help("Face padding per side, fraction of the box", "pad")
+    )
+    b.add_argument(
+        "--plate-pad",
+        type=float,
+        help=flag_help("Plate padding per side, fraction of the box", "plate_pad"),
+    )
     b.add_argument(
         "--boxes",
         action="store_true",
         help="Draw boxes instead of hiding (for checking; not anonymized).",
     )
-    b.add_argument("--quality", type=int, help="Video CRF, 0-51, lower is better (default 20).")
-    b.add_argument("--threads", type=int, help="Inference threads per model (default: all cores).")
+    b.add_argument(
+        "--quality",
+        type=int,
+        help=flag_help("Video CRF, 0-51, lower is better and larger", "quality"),
+    )
+    b.add_argument(
+        "--threads",
+        type=int,
+        help=flag_help("Inference threads per model, 0 for all cores", "threads"),
+    )
     b.add_argument(
         "--json",
         action="store_true",
@@ -399,7 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--demo", action="store_true", help="The bundled sample clip looped as a camera."
     )
-    sv.add_argument("--port", type=int, help="HTTP port for metrics, status, previews (9108).")
+    sv.add_argument(
+        "--port",
+        type=int,
+        help=f"HTTP port for metrics, status, previews (default {default(HttpConfig, 'port')}).",
+    )
     sv.add_argument(
         "--duration", type=float, help="Stop after this many seconds (default: run until Ctrl-C)."
     )
@@ -411,12 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("file", type=Path)
     ck.set_defaults(func=cmd_config_check)
 
+    from edgeblur.bench.run import add_bench_parser
     from edgeblur.quality.evaluate import add_eval_parser
-    from edgeblur.runtime.engines import add_engines_parser
 
     add_eval_parser(sub)
-    from edgeblur.bench.run import add_bench_parser
-
     add_bench_parser(sub)
     add_engines_parser(sub)
 

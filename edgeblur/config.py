@@ -457,14 +457,89 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def load_job_config(path: Path | None) -> JobConfig:
-    if path is None:
-        return JobConfig()
-    data = load_yaml(path)
+# Command-line flag (``--plate-size`` as ``plate_size``) → the config key it sets. A flag left
+# unset (None) keeps the config file's value; `blur`, `eval` modes and `bench` all go through here.
+JOB_FLAGS = {
+    "thresh": "detect.faces.threshold",
+    "plate_thresh": "detect.plates.threshold",
+    "faces": "detect.faces.enabled",
+    "plates": "detect.plates.enabled",
+    "face_model": "detect.faces.model",
+    "face_family": "detect.faces.family",
+    "plate_model": "detect.plates.model",
+    "plate_family": "detect.plates.family",
+    "size": "detect.faces.input_width",
+    "tiles": "detect.faces.tiles",
+    "plate_size": "detect.plates.input_width",
+    "stride": "detect.stride",
+    "track": "track.enabled",
+    "backfill": "track.backfill_frames",
+    "method": "anonymize.method",
+    "strength": "anonymize.strength",
+    "pad": "anonymize.face_pad",
+    "plate_pad": "anonymize.plate_pad",
+    "shape": "anonymize.face_shape",
+    "quality": "encode.crf",
+    "threads": "runtime.threads",
+    "spinning": "runtime.allow_spinning",
+}
+
+
+def _set(d: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+def job_config(path: Path | None, overrides: dict[str, Any] | None = None) -> JobConfig:
+    """The JobConfig of a YAML file (None: the defaults) with flag values laid over it.
+
+    ``overrides`` maps ``JOB_FLAGS`` names to values; None means "not given". A bad value is one
+    sentence naming the flag (or the file's key), never a pydantic traceback.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(JOB_FLAGS)
+    if unknown:  # a caller's bug, not a user's: the CLI only passes known flags
+        raise ValueError(f"not job flags: {', '.join(sorted(unknown))}")
+    data = load_yaml(path) if path else {}
+    for name, value in given.items():
+        _set(data, JOB_FLAGS[name], value)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(describe_error(err, str(path), JobConfig)) from None
+        flags = {JOB_FLAGS[n]: "--" + n.replace("_", "-") for n in given}
+        source = str(path) if path else "command line"
+        raise ConfigError(describe_error(err, source, JobConfig, flags=flags)) from None
+
+
+def default(model: type[BaseModel], path: str) -> str:
+    """The default of ``model``'s key ``path`` (``detect.faces.threshold``) as help text shows
+    it (``on``/``off`` for booleans): `--help` reads each default here, never a copy of it."""
+    value: Any = model()
+    for key in path.split("."):
+        value = getattr(value, key)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_help(text: str, flag: str) -> str:
+    """``text`` and the JobConfig default of job flag ``flag`` (a ``JOB_FLAGS`` name)."""
+    return f"{text} (default {default(JobConfig, JOB_FLAGS[flag])})."
+
+
+def load_job_config(path: Path | None) -> JobConfig:
+    return job_config(path)
+
+
+def load_any_config(path: Path | None) -> JobConfig | ServiceConfig:
+    """A cameras.yaml (it has ``cameras:``) or a blur config; None: the defaults."""
+    if path is None:
+        return JobConfig()
+    if "cameras" in load_yaml(path):
+        return load_service_config(path)
+    return job_config(path)
 
 
 # -- the service: cameras.yaml -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Helpers for tests of `edgeblur serve`: the service in-process, a viewer, scrapes, a leak judge.
 
-The service runs in the test process (built by edgeblur.build.build_service, as `edgeblur serve`
+The service runs in the test process (built by live/build.py build_service, as `edgeblur serve`
 does), so fault tests can wrap its real detector to make it raise or hang. Everything else is
 real: GStreamer RTSP servers (tests/rtsp.py), PyAV on both ends, HTTP scrapes on 127.0.0.1.
 """
@@ -21,9 +21,10 @@ import av
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeblur.build import build_detector, build_service
+from edgeblur.build import build_detector
 from edgeblur.config import JobConfig, ServiceConfig
 from edgeblur.io.preview import PreviewHub
+from edgeblur.live.build import build_service
 from edgeblur.live.http import HttpServer
 from edgeblur.live.metrics import Metrics
 

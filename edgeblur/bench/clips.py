@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeblur import assets
 from edgeblur.errors import EdgeblurError, SourceUnavailable
-from edgeblur.io.files import atomic_path
+from edgeblur.fs import atomic_path
 
 log = logging.getLogger(__name__)
 

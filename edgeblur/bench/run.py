@@ -34,7 +34,8 @@ from statistics import median
 
 import numpy as np
 
-from edgeblur.config import DetectConfig
+from edgeblur.config import DetectConfig, SchedulerConfig, ServiceConfig, default, job_config
+from edgeblur.fs import atomic_path
 from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
 
@@ -135,15 +136,7 @@ class Spec:
 
 def service_config(spec: Spec, outdir: Path):
     """The ServiceConfig of ``spec``: one camera per clip, the job config's stage sections."""
-    from edgeblur.cli import job_config
-    from edgeblur.config import ServiceConfig
-
-    o = spec.overrides
-    job = job_config(argparse.Namespace(config=spec.config and Path(spec.config), **o))
-    if o.get("spinning") is not None:
-        job = job.model_copy(
-            update={"runtime": job.runtime.model_copy(update={"allow_spinning": o["spinning"]})}
-        )
+    job = job_config(Path(spec.config) if spec.config else None, spec.overrides)
     sections = {k: getattr(job, k).model_dump(mode="json") for k in ("detect", "track")}
     sections["anonymize"] = job.anonymize.model_dump(mode="json")
     scheduler = {"max_batch": spec.max_batch, "max_wait_ms": spec.max_wait_ms}
@@ -178,7 +171,7 @@ def rss_mib() -> float:
 
 def run_child(spec: Spec) -> dict:
     """Build, warm up, measure and stop one service; the figures of the window."""
-    from edgeblur.build import build_service
+    from edgeblur.live.build import build_service
 
     metrics = RecordingMetrics()
     with tempfile.TemporaryDirectory(prefix="edgeblur-bench-") as tmp:
@@ -486,8 +479,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     doc = document(args, settings, runs)
     print("\n".join(report(doc)))
     if args.json:
-        from edgeblur.io.files import atomic_path
-
         with atomic_path(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
@@ -525,8 +516,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     add("--plates", action=argparse.BooleanOptionalAction, default=None, help="Plates on/off.")
     add("--threads", type=int, help="ONNX Runtime threads per model (runtime.threads).")
     add("--spinning", action=argparse.BooleanOptionalAction, default=None, help="ORT spinning.")
-    add("--max-batch", type=int, help="scheduler.max_batch (default 8).")
-    add("--max-wait-ms", type=int, help="scheduler.max_wait_ms (default 10).")
+    for key in ("max_batch", "max_wait_ms"):
+        at_default = f"scheduler.{key} (default {default(SchedulerConfig, key)})."
+        add(f"--{key.replace('_', '-')}", type=int, help=at_default)
     add("--rtsp", metavar="URL", help="Push to URL/camN instead of writing files.")
     add("--rss-every", type=float, metavar="S", help="Sample RSS every S seconds.")
     add("--json", type=Path, metavar="OUT", help="Write every figure as JSON.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeblur.models.ops import box_iou
 from edgeblur.types import Detections, Reason, Regions
 
 _INF = math.inf
@@ -81,17 +82,6 @@ def _xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
 def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     half = b[:, 2:4] / 2
     return np.concatenate([b[:, 0:2] - half, b[:, 0:2] + half], axis=1).astype(np.float32)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(M, N) IoU of xyxy boxes a (M, 4) and b (N, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 class Tracker:
@@ -214,7 +204,7 @@ class Tracker:
             return empty, empty
         cfg = self.config
         pred, k = self._predict(frame_index)
-        iou = _iou(pred.astype(np.float64), dets.xyxy.astype(np.float64))
+        iou = box_iou(pred.astype(np.float64), dets.xyxy.astype(np.float64))
         pc = (pred[:, :2] + pred[:, 2:]) / 2
         dc = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2
         dist = np.linalg.norm(pc[:, None, :] - dc[None, :, :], axis=2)

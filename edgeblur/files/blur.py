@@ -170,7 +170,7 @@ class FileAnonymizer:
         self.detector = detector
         self.anonymizer = anonymizer
         e = cfg.encode
-        self.encode = EncodeSettings(codec=e.codec, crf=e.crf, preset=e.preset)
+        self.encode = EncodeSettings.for_files(codec=e.codec, crf=e.crf, preset=e.preset)
 
     # -- images --------------------------------------------------------------------------------
     def image_regions(self, image: np.ndarray) -> Regions:

@@ -6,9 +6,6 @@ only when complete, so an interrupted run never leaves a file that looks finishe
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +16,9 @@ import cv2
 import numpy as np
 
 from edgeblur.errors import SourceUnavailable, UnsupportedInput
+from edgeblur.fs import atomic_path
+from edgeblur.io.decode import frame_rate, open_input, to_rgb, video_stream
+from edgeblur.io.encode import FILE_OUTPUT, Encoder, EncodeSettings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {
@@ -45,28 +45,6 @@ def is_image(path: Path) -> bool:
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
-
-
-@contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest`` that replaces it only if the block finishes."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes 0600 files; the output should get the usual permissions (umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        # BaseException too: Ctrl-C must not leave the half file behind.
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 @dataclass
@@ -127,7 +105,7 @@ class VideoInfo:
 
 def open_video(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(str(path), timeout=(10.0, 10.0))
+        container = open_input(str(path), (10.0, 10.0))
     except FileNotFoundError as exc:
         raise SourceUnavailable(f"{path} does not exist; check the path.") from exc
     except PermissionError as exc:
@@ -147,7 +125,7 @@ def open_video(path: Path) -> av.container.InputContainer:
 def probe_video(path: Path) -> VideoInfo:
     with open_video(path) as c:
         v = c.streams.video[0]
-        fps = v.average_rate or v.guessed_rate or Fraction(25)
+        fps = frame_rate(v) or Fraction(25)
         duration = float(v.duration * v.time_base) if v.duration else (c.duration or 0) / 1e6
         return VideoInfo(
             width=v.codec_context.width,
@@ -163,12 +141,11 @@ def probe_video(path: Path) -> VideoInfo:
 def decode_frames(path: Path) -> Iterator[tuple[np.ndarray, int | None, Fraction]]:
     """(RGB image, pts, time_base) for each frame in decode order."""
     with open_video(path) as c:
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"  # frame threads in FFmpeg; releases the GIL
+        stream = video_stream(c)
         try:
             for frame in c.decode(stream):
                 yield (
-                    frame.to_ndarray(format="rgb24"),
+                    to_rgb(frame),
                     frame.pts,
                     Fraction(frame.time_base or stream.time_base),
                 )
@@ -178,18 +155,11 @@ def decode_frames(path: Path) -> Iterator[tuple[np.ndarray, int | None, Fraction
             ) from exc
 
 
-@dataclass(frozen=True)
-class EncodeSettings:
-    codec: str = "libx264"
-    crf: int = 20
-    preset: str = "veryfast"
-
-
 def transcode(
     src: Path,
     dest: Path,
     process,
-    encode: EncodeSettings = EncodeSettings(),
+    encode: EncodeSettings = FILE_OUTPUT,
     on_frame=None,
 ) -> int:
     """Decode ``src``, pass each RGB frame through ``process(index, image) -> image``, encode to
@@ -199,23 +169,15 @@ def transcode(
     """
     count = 0
     with open_video(src) as inp, atomic_path(dest) as tmp:
-        in_v = inp.streams.video[0]
-        in_v.thread_type = "AUTO"
+        in_v = video_stream(inp)
         in_a = inp.streams.audio[0] if inp.streams.audio else None
         fmt = "mp4" if dest.suffix.lower() in {".mp4", ".m4v"} else None
         with av.open(str(tmp), "w", format=fmt) as out:
             time_base = Fraction(in_v.time_base) if in_v.time_base else Fraction(1, 90000)
-            rate = in_v.average_rate or in_v.guessed_rate or Fraction(25)
-            out_v = out.add_stream(encode.codec, rate=rate)
-            w, h = in_v.codec_context.width, in_v.codec_context.height
-            out_v.width, out_v.height = w, h
-            # 4:2:0 needs even sizes; an odd-sized input keeps its size in 4:4:4, uncropped.
-            out_v.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
-            out_v.time_base = time_base
-            out_v.codec_context.time_base = time_base
-            if encode.codec.startswith("libx26"):
-                out_v.options = {"crf": str(encode.crf), "preset": encode.preset}
-            out_v.thread_type = "AUTO"
+            rate = frame_rate(in_v) or Fraction(25)
+            size_wh = (in_v.codec_context.width, in_v.codec_context.height)
+            # FILE_OUTPUT keeps an odd-sized input's size in 4:4:4, uncropped (io/encode.py).
+            out_v = Encoder(out, encode, size_wh, rate, time_base)
             out_a = None
             if in_a is not None:
                 try:
@@ -237,18 +199,15 @@ def transcode(
                         out.mux(packet)
                         continue
                     for frame in packet.decode():
-                        image = process(count, frame.to_ndarray(format="rgb24"))
-                        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+                        image = process(count, to_rgb(frame))
                         pts = frame.pts
                         if pts is None or (last_pts is not None and pts <= last_pts):
                             # Frames without (or with repeated) timestamps still count: keep
                             # the frame, give it the next slot instead of dropping it.
                             step = max(1, round(1 / (rate * time_base))) if rate else 1
                             pts = 0 if last_pts is None else last_pts + step
-                        vf.pts = pts
-                        vf.time_base = time_base
                         last_pts = pts
-                        out.mux(out_v.encode(vf))
+                        out.mux(out_v.encode(image, pts))
                         count += 1
                         if on_frame is not None:
                             on_frame(count)
@@ -256,5 +215,5 @@ def transcode(
                 raise SourceUnavailable(
                     f"{src} is damaged and cannot be decoded past frame {count} ({exc})."
                 ) from exc
-            out.mux(out_v.encode(None))
+            out.mux(out_v.flush())
     return count

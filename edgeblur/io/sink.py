@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,10 +36,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 import cv2
-import numpy as np
-from av.video.frame import PictureType
 
-from edgeblur.io.files import atomic_path
+from edgeblur.fs import atomic_path
+from edgeblur.io.backoff import backoff_s
+from edgeblur.io.encode import LIVE, RECORDING, Encoder, EncodeSettings
 from edgeblur.io.source import FrameQueue, describe
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Anonymized, Frame
@@ -51,7 +49,6 @@ log = logging.getLogger(__name__)
 TIME_BASE = Fraction(1, 90000)
 TICKS = 90000
 DEFAULT_FPS = 25  # the encoder's rate hint until frames have shown the real one
-MAX_FPS_FOR_KEYINT = 60  # x264's own keyint ceiling; keyframes come from gop_s (by pts)
 DEFAULT_RTSP_PORT = 554
 
 
@@ -63,39 +60,6 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class EncoderSettings:
-    """H.264 encoding of a sink.
-
-    Attributes:
-        codec: FFmpeg encoder name.
-        preset, tune: x264 speed/quality preset; tune "" for none (zerolatency for live: no
-            frame delay, no B-frames).
-        bitrate_kbps: average bitrate; None for constant quality ``crf`` (lower: better, bigger).
-        gop_s: seconds between keyframes, counted on the frames' pts: a viewer joins at most
-            this late, and a larger value saves bitrate.
-        threads: encoder threads, 0 for FFmpeg's choice.
-    """
-
-    codec: str = "libx264"
-    preset: str = "ultrafast"
-    tune: str = "zerolatency"
-    bitrate_kbps: int | None = None
-    crf: int = 23
-    gop_s: float = 2.0
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.gop_s > 0:
-            raise ValueError(f"gop_s must be > 0, got {self.gop_s}")
-        if self.bitrate_kbps is not None and self.bitrate_kbps <= 0:
-            raise ValueError(f"bitrate_kbps must be > 0 or None, got {self.bitrate_kbps}")
-
-
-RTSP_ENCODER = EncoderSettings()
-FILE_ENCODER = EncoderSettings(preset="veryfast", tune="")
-
-
 def _check(item: object) -> Anonymized:
     if not isinstance(item, Anonymized):
         # The privacy promise: only the Anonymizer makes an Anonymized; a raw frame is a bug.
@@ -104,43 +68,15 @@ def _check(item: object) -> Anonymized:
 
 
 class _Encoder:
-    """One encoder session: sized from its first frame, pts rebased to 0, keyframes by time."""
+    """One live encoder session: sized from its first frame, pts rebased to 0 on 90 kHz."""
 
-    def __init__(self, container: Any, settings: EncoderSettings, first: Frame, fps: float):
-        w, h = first.size_wh
-        self.size_wh = (w, h)
-        # 4:2:0 needs even sizes. Odd ones are padded by one edge row/column rather than
-        # encoded 4:4:4, which browsers, WebRTC and most hardware decoders behind MediaMTX
-        # cannot play.
-        self.pad = (h % 2, w % 2)
-        self.stream = container.add_stream(
-            settings.codec, rate=Fraction(fps).limit_denominator(1001)
-        )
-        stream = self.stream
-        stream.width, stream.height = w + self.pad[1], h + self.pad[0]
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = TIME_BASE
-        stream.codec_context.time_base = TIME_BASE
-        stream.codec_context.thread_count = settings.threads
-        options: dict[str, str] = {}
-        if settings.codec.startswith("libx26"):
-            options["preset"] = settings.preset
-            if settings.tune:
-                options["tune"] = settings.tune
-            options["forced-idr"] = "1"  # a forced keyframe is an IDR a viewer can join at
-            if settings.bitrate_kbps is None:
-                options["crf"] = str(settings.crf)
-        options["g"] = str(max(1, round(settings.gop_s * MAX_FPS_FOR_KEYINT)))
-        if settings.bitrate_kbps is not None:
-            stream.codec_context.bit_rate = settings.bitrate_kbps * 1000
-            options["maxrate"] = f"{settings.bitrate_kbps}k"
-            options["bufsize"] = f"{2 * settings.bitrate_kbps}k"
-        stream.options = options
-        self.gop_ticks = round(settings.gop_s * TICKS)
+    def __init__(self, container: Any, settings: EncodeSettings, first: Frame, fps: float):
+        self.size_wh = first.size_wh
+        rate = Fraction(fps).limit_denominator(1001)
+        self.encoder = Encoder(container, settings, first.size_wh, rate, TIME_BASE)
         self.first_pts: int | None = None
         self.t0 = first.t_decoded
         self.last_pts: int | None = None
-        self.last_key: int | None = None
         self.resized = False
 
     def _pts(self, frame: Frame) -> int:
@@ -169,19 +105,10 @@ class _Encoder:
                 )
                 self.resized = True
             image = cv2.resize(image, self.size_wh, interpolation=cv2.INTER_AREA)
-        if any(self.pad):
-            image = np.pad(image, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
-        # Converted here, not by the encoder, so the forced picture type survives the reformat.
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-        vf.pts = self._pts(frame)
-        vf.time_base = TIME_BASE
-        if self.last_key is None or vf.pts - self.last_key >= self.gop_ticks:
-            vf.pict_type = PictureType.I
-            self.last_key = vf.pts
-        return self.stream.encode(vf)
+        return self.encoder.encode(image, self._pts(frame))
 
     def flush(self) -> list[av.Packet]:
-        return self.stream.encode(None)
+        return self.encoder.flush()
 
 
 class _FpsMeter:
@@ -246,7 +173,7 @@ class RtspSink:
         self,
         camera: str,
         url: SecretUrl,
-        settings: EncoderSettings = RTSP_ENCODER,
+        settings: EncodeSettings = LIVE,
         metrics: Any | None = None,
         transport: str = "tcp",
         backoff_initial_s: float = 0.5,
@@ -399,8 +326,7 @@ class RtspSink:
         self.last_error = describe(exc)
         if self.metrics is not None:
             self.metrics.reconnects["sink"].inc()
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(failures - 1, 30))
-        delay = base * random.uniform(0.8, 1.0)
+        delay = backoff_s(failures, self.backoff_initial_s, self.backoff_max_s)
         level = logging.WARNING if logged != type(exc).__name__ else logging.DEBUG
         log.log(
             level,
@@ -425,7 +351,7 @@ class FileSink:
         self,
         camera: str,
         path: Path | str,
-        settings: EncoderSettings = FILE_ENCODER,
+        settings: EncodeSettings = RECORDING,
         metrics: Any | None = None,
     ):
         self.camera = camera

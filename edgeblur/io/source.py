@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -47,15 +46,15 @@ from urllib.parse import unquote, urlsplit
 
 import av
 import av.logging
-import numpy as np
 
+from edgeblur.io.backoff import backoff_s
+from edgeblur.io.decode import TICKS, frame_rate, open_input, pts_ticks, to_rgb, video_stream
 from edgeblur.secrets import SecretUrl, redact
 from edgeblur.types import Frame
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
-TICKS = 90000  # per second
 FFMPEG_LOG_LINES = 100
 PACE_RESET_S = 1.0  # a file source this far behind its clock starts a new one (no burst)
 STILL_FAILING_LOG_S = 60.0
@@ -358,10 +357,7 @@ class Source:
         self._set_up(False)
         if self.metrics is not None:
             self.metrics.reconnects["source"].inc()
-        base = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(failures - 1, 30))
-        # Jitter below the base: cameras that failed together do not retry in lockstep,
-        # and each wait is still longer than the last until the cap.
-        self.backoff_s = base * random.uniform(0.8, 1.0)
+        self.backoff_s = backoff_s(failures, s.backoff_initial_s, s.backoff_max_s)
 
     def _log_ffmpeg_tail(self) -> None:
         lines = [redact(msg.rstrip()) for _lvl, _name, msg in self._ffmpeg_log[-FFMPEG_LOG_LINES:]]
@@ -384,12 +380,7 @@ class Source:
             fmt = "v4l2"
         t0 = time.monotonic()
         try:
-            return av.open(
-                self._target,
-                format=fmt,
-                options=options,
-                timeout=(s.open_timeout_s, s.read_timeout_s),
-            )
+            return open_input(self._target, (s.open_timeout_s, s.read_timeout_s), fmt, options)
         except (av.error.ExitError, av.error.InvalidDataError) as exc:
             # A server that accepts and never answers ends as "invalid data" (RTSP timeout) or
             # "immediate exit" (PyAV's interrupt): say what it means.
@@ -404,11 +395,8 @@ class Source:
         """Open, decode until the input ends (True) or stop() (False); errors propagate."""
         s = self.settings
         with self._open() as container:
-            if not container.streams.video:
-                raise ValueError("the input has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            self._rebase.new_session(stream.average_rate or stream.guessed_rate)
+            stream = video_stream(container)
+            self._rebase.new_session(frame_rate(stream))
             pace = self._kind == "file" and s.realtime
             opened = time.monotonic()
             last_progress = opened
@@ -453,12 +441,10 @@ class Source:
     def _emit(self, vf: av.VideoFrame, pace: bool, decode_s: float = 0.0) -> bool:
         """Convert, time-stamp, pace and queue one frame; False when stop() came meanwhile."""
         t0 = time.perf_counter()
-        image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+        image = to_rgb(vf)
         if self.on_decoded is not None:
             self.on_decoded(decode_s + time.perf_counter() - t0)
-        src = None
-        if vf.pts is not None and vf.time_base:
-            src = round(vf.pts * Fraction(vf.time_base) * TICKS)
+        src = pts_ticks(vf)
         now = time.monotonic()
         pts = self._rebase(src, now)
         if pace:

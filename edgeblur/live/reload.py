@@ -23,16 +23,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeblur.build import (
+from edgeblur.config import ServiceConfig, load_service_config
+from edgeblur.errors import EdgeblurError
+from edgeblur.io.preview import PreviewHub
+from edgeblur.live.build import (
     build_camera,
     build_detectors,
     build_workers,
     check_service,
     enabled,
 )
-from edgeblur.config import ServiceConfig, load_service_config
-from edgeblur.errors import EdgeblurError
-from edgeblur.io.preview import PreviewHub
 from edgeblur.live.host import ServiceHost
 from edgeblur.live.metrics import Metrics
 from edgeblur.live.service import Service

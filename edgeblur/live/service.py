@@ -221,7 +221,7 @@ def group_key(cam: CameraConfig) -> str:
 
 
 class Service:
-    """Owns every thread of `edgeblur serve`; built by build.build_service()."""
+    """Owns every thread of `edgeblur serve`; built by live/build.py build_service()."""
 
     def __init__(
         self,

@@ -28,12 +28,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeblur.config import job_config
 from edgeblur.errors import ConfigError, SourceUnavailable
+from edgeblur.fs import atomic_path
 from edgeblur.quality.coverage import COVERED
 from edgeblur.quality.judge import JUDGES, LEAK_IOU
 from edgeblur.quality.scores import COVERAGE, Evaluation, summary
 
-MODE_KEYS = ("track", "stride", "backfill")  # `edgeblur blur` flags, applied by cli.job_config
+MODE_KEYS = ("track", "stride", "backfill")  # `edgeblur blur` flags, applied by config.job_config
 DEFAULT_MODES = [
     "track=off,stride=1",
     "track=on,stride=1",
@@ -206,15 +208,13 @@ def _read_json(path: Path, what: str) -> dict:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgeblur.build import build_anonymizer, build_detector
-    from edgeblur.cli import job_config
     from edgeblur.files.blur import FileAnonymizer
-    from edgeblur.io.files import atomic_path
 
     labels = _read_json(args.labels, "Labels").get("files", {})
     paths = media_files(args.media, labels)
     modes = []
     for name, flags in map(parse_mode, args.modes):
-        cfg = job_config(argparse.Namespace(config=args.config, **flags))
+        cfg = job_config(args.config, flags)
         modes.append((name, cfg))
     judge = None if args.judge == "none" else JUDGES[args.judge]()
     # Mode keys never change the models, so one detector (and its sessions) serves every mode.

@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeblur.errors import EdgeblurError
+from edgeblur.models.ops import box_iou
 
 LEAK_IOU = 0.3
 
@@ -81,16 +82,11 @@ def build_judge(name: str) -> Judge:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of xyxy boxes ``a`` (N, 4) and ``b`` (M, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """(N, M) IoU of xyxy boxes ``a`` (N, 4) and ``b`` (M, 4), any array-likes: ``box_iou`` in
+    float64, the one IoU of the package."""
+    return box_iou(
+        np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    )
 
 
 def matched(a: np.ndarray, b: np.ndarray, iou: float = LEAK_IOU) -> int:

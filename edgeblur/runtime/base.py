@@ -27,7 +27,7 @@ class RuntimeSettings:
             or ``GPU``.
         max_batch: largest batch a TensorRT engine is built for; larger batches run in parts.
         max_aspect: tallest input a TensorRT engine accepts, as height / input width.
-        engine_dir: TensorRT engine cache folder; None: ``<cache>/engines``.
+        engine_dir: TensorRT engine cache folder (``build`` sets ``<cache>/engines`` by default).
         int8_calibration_cache: TensorRT calibration cache file; required for ``int8``.
         workspace_mb: TensorRT builder scratch memory limit in MiB.
     """

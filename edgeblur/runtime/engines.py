@@ -1,11 +1,12 @@
-"""The TensorRT engine cache, and the `edgeblur engines build|list` commands.
+"""The TensorRT engine cache (``edgeblur engines build|list`` in the CLI shows and fills it).
 
 A TensorRT engine runs only on the GPU model, TensorRT version and precision it was built for,
 and only for the model file and input shapes it was built from; building one takes from a
 minute on a server GPU to many minutes on a Jetson. So each engine is built once and kept under
 ``<cache>/engines`` (``runtime.engine_dir`` overrides it), named by a digest of everything it
-depends on (``EngineKey``). Next to each ``NAME.engine`` a ``NAME.engine.json`` sidecar records
-that key, the file's size, first bytes and sha256. A file whose sidecar is missing, unreadable
+depends on (``EngineKey``); the caller names the folder (``build.engine_dir``): this module
+knows no config. Next to each ``NAME.engine`` a ``NAME.engine.json`` sidecar records that key,
+the file's size, first bytes and sha256. A file whose sidecar is missing, unreadable
 or disagrees with the file or the key is rebuilt with a log line, never handed to TensorRT:
 deserializing a truncated or foreign engine can crash the process instead of raising.
 
@@ -17,24 +18,19 @@ TensorRT: the cache works, and is tested, on CPU-only machines.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgeblur.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edgeblur.config import JobConfig, ServiceConfig
+from edgeblur.fs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +40,6 @@ FORMAT = 1
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
 HEADER_BYTES = 32
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,47 +109,6 @@ class EngineEntry:
     problem: str | None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def default_engine_dir() -> Path:
-    """``<cache>/engines``: ``$EDGEBLUR_CACHE/engines``, else ``~/.cache/edgeblur/engines``."""
-    from edgeblur.assets import cache_dir
-
-    return cache_dir() / "engines"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The temporary file is in the target's folder (``os.replace`` is atomic only within one file
-    system) and is removed if anything fails, Ctrl-C included.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself survives a power cut only after this
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` between processes, where the OS has ``fcntl``."""
@@ -179,8 +133,8 @@ def sidecar_path(engine: Path) -> Path:
 class EngineCache:
     """Engines in one folder, each with its JSON sidecar. Safe across threads and processes."""
 
-    def __init__(self, root: Path | str | None = None):
-        self.root = Path(root).expanduser() if root is not None else default_engine_dir()
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser()
 
     def path_for(self, name: str, key: EngineKey) -> Path:
         """``<root>/<model>-<precision>-<digest>.engine``: readable, unique per key."""
@@ -274,6 +228,8 @@ class EngineCache:
             return []
         out = []
         for path in sorted(self.root.glob(f"*{ENGINE_SUFFIX}")):
+            if path.name.startswith("."):
+                continue  # the temporary of a write in progress (fs.atomic_path)
             _data, problem = self.check(path, None)
             try:
                 record = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
@@ -285,136 +241,9 @@ class EngineCache:
         return out
 
 
-def list_engines(root: Path | str | None = None) -> list[EngineEntry]:
+def list_engines(root: Path | str) -> list[EngineEntry]:
     """The cached engines (``edgeblur engines list``); needs no GPU."""
     return EngineCache(root).entries()
-
-
-def _roles(config: JobConfig | ServiceConfig) -> list[tuple[str, Any, str]]:
-    """(role, DetectorConfig, key path) of every enabled detector the config would run."""
-    from edgeblur.config import ServiceConfig
-
-    if isinstance(config, ServiceConfig):
-        detects = [(f"cameras.{c.name}.detect", c.detect) for c in config.cameras if c.enabled]
-    else:
-        detects = [("detect", config.detect)]
-    out = []
-    for where, detect in detects:
-        for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
-            if cfg.enabled:
-                out.append((role, cfg, f"{where}.{'faces' if role == 'face' else 'plates'}"))
-    return out
-
-
-def build_engines(
-    config: JobConfig | ServiceConfig,
-    force: bool = False,
-    progress: Callable[[str], None] = print,
-) -> list[Path]:
-    """Build (or find cached) the engine of every model ``config`` runs, on this GPU.
-
-    Uses the same settings as ``edgeblur serve`` / ``blur`` with that config, so the service
-    finds these engines instead of building its own. Raises TensorRtUnavailable (a user error)
-    where TensorRT or a GPU is missing: engines are built on the machine that runs them.
-    """
-    # Imported here: these reach up to the config → stage layer, which the cache itself never
-    # needs (the CLI calls this function).
-    from edgeblur.build import role_spec, runtime_settings
-    from edgeblur.runtime import tensorrt as trt_runtime
-
-    scheduler = getattr(config, "scheduler", None)  # a blur JobConfig has no scheduler
-    settings = runtime_settings(
-        config.runtime, max_batch=scheduler.max_batch if scheduler else None
-    )
-    settings = trt_runtime.resolve_precision(settings)  # auto: the precision actually built
-    seen: set[tuple[Path, int]] = set()
-    paths = []
-    for role, cfg, where in _roles(config):
-        spec = role_spec(role, cfg, where)
-        job = (spec.path, spec.settings.input_width)
-        if job in seen:
-            continue
-        seen.add(job)
-        started = time.monotonic()
-        _data, path, built = trt_runtime.ensure_engine(
-            spec.path, settings, spec.settings.input_width, force=force
-        )
-        what = f"built in {time.monotonic() - started:.0f} s" if built else "ok (cached)"
-        progress(
-            f"{spec.path.stem} ({spec.settings.input_width} px, {settings.precision}, batch "
-            f"1..{settings.max_batch}): {what} -> {path}"
-        )
-        paths.append(path)
-    return paths
-
-
-def _load_any_config(path: Path | None) -> JobConfig | ServiceConfig:
-    """A cameras.yaml (it has ``cameras:``) or a blur config; None: the defaults."""
-    from edgeblur.config import JobConfig, load_job_config, load_service_config, load_yaml
-
-    if path is None:
-        return JobConfig()
-    if "cameras" in load_yaml(path):
-        return load_service_config(path)
-    return load_job_config(path)
-
-
-def cmd_engines_build(args: argparse.Namespace) -> int:
-    build_engines(_load_any_config(args.config), force=args.force)
-    return 0
-
-
-def cmd_engines_list(args: argparse.Namespace) -> int:
-    root = args.dir
-    if root is None and args.config is not None:
-        root = _load_any_config(args.config).runtime.engine_dir
-    cache = EngineCache(root)
-    rows = [("FILE", "GPU", "CC", "TENSORRT", "PRECISION", "BATCH", "MAX WxH", "SIZE", "STATUS")]
-    for e in cache.entries():
-        k = e.key
-        rows.append(
-            (
-                e.path.name,
-                k.gpu_name if k else "?",
-                k.compute_capability if k else "?",
-                k.tensorrt_version if k else "?",
-                k.precision if k else "?",
-                f"1..{k.max_batch}" if k else "?",
-                f"{k.input_wh_max[0]}x{k.input_wh_max[1]}" if k else "?",
-                f"{e.size / 1e6:.1f} MB",
-                "ok" if e.problem is None else f"rebuild: {e.problem}",
-            )
-        )
-    if len(rows) == 1:
-        print(f"no TensorRT engines in {cache.root}; build them with `edgeblur engines build`")
-        return 0
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
-    return 0
-
-
-def add_engines_parser(subparsers: Any) -> None:
-    """``edgeblur engines build|list``; ``subparsers`` is ``build_parser()``'s sub-parser set."""
-    e = subparsers.add_parser("engines", help="Build or list the cached TensorRT engines.")
-    esub = e.add_subparsers(dest="engines_command", required=True)
-    eb = esub.add_parser(
-        "build",
-        help="Build the TensorRT engine of every model a config runs, on this GPU "
-        "(minutes on a Jetson; the service then starts at once).",
-    )
-    eb.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        help="cameras.yaml or a blur config (default: the default face and plate models).",
-    )
-    eb.add_argument("--force", action="store_true", help="Build again even if cached.")
-    eb.set_defaults(func=cmd_engines_build)
-    el = esub.add_parser("list", help="Show the cached engines, what they were built for.")
-    el.add_argument("--dir", type=Path, help="Engine folder (default: <cache>/engines).")
-    el.add_argument("-c", "--config", type=Path, help="Use runtime.engine_dir of this config.")
-    el.set_defaults(func=cmd_engines_list)
 
 
 def check_file(path: Path, what: str) -> Path:

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from edgeblur.errors import ConfigError, EdgeblurError, ModelMissing
+from edgeblur.fs import file_sha256
 from edgeblur.runtime.base import RuntimeSettings
-from edgeblur.runtime.engines import EngineCache, EngineKey, check_file, file_sha256
+from edgeblur.runtime.engines import EngineCache, EngineKey, check_file
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +418,13 @@ def engine_key(
     )
 
 
+def engine_cache(settings: RuntimeSettings) -> EngineCache:
+    """The cache in ``settings.engine_dir``, which the caller (``build``) always fills in."""
+    if settings.engine_dir is None:
+        raise ConfigError("runtime.engine_dir is not set; give TensorRT a folder for its engines.")
+    return EngineCache(settings.engine_dir)
+
+
 def ensure_engine(
     onnx_path: Path, settings: RuntimeSettings, input_width: int, force: bool = False
 ) -> tuple[bytes, Path, bool]:
@@ -433,7 +441,7 @@ def ensure_engine(
             f"Model file {onnx_path} does not exist; check the path or run `edgeblur models pull`."
         )
     key = engine_key(trt, cudart, onnx_path, settings, input_width)
-    cache = EngineCache(settings.engine_dir)
+    cache = engine_cache(settings)
 
     def build() -> bytes:
         source = onnx_path
@@ -530,7 +538,7 @@ class TensorRtRuntime:
             data, self.engine_path, built = ensure_engine(path, settings, input_width)
             engine = runtime.deserialize_cuda_engine(data)
             if engine is None and not built:
-                EngineCache(settings.engine_dir).discard(
+                engine_cache(settings).discard(
                     self.engine_path, "TensorRT could not deserialize it"
                 )
                 data, self.engine_path, built = ensure_engine(path, settings, input_width)

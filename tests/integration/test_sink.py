@@ -306,10 +306,10 @@ def test_file_sink_appears_only_on_close_with_every_frame(tmp_path) -> None:
 
 
 def test_file_sink_pads_odd_sizes_and_forces_keyframes_by_time(tmp_path) -> None:
-    from edgeblur.io.sink import EncoderSettings
+    from edgeblur.io.encode import EncodeSettings
 
     dest = tmp_path / "odd.mkv"
-    sink = FileSink("gate", dest, EncoderSettings(preset="ultrafast", tune="", gop_s=0.5))
+    sink = FileSink("gate", dest, EncodeSettings(preset="ultrafast", tune="", gop_s=0.5))
     for i in range(50):  # 2 s
         sink.write(anonymized(i, 175, 143))
     sink.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeblur import assets, convert
+from edgeblur import assets, convert, fs
 from edgeblur.assets import AssetSpec
 from edgeblur.errors import ConfigError, EdgeblurError, ModelFetchError, ModelMissing
 
@@ -203,15 +203,15 @@ def test_missing_member_is_a_fetch_error(cache: Path, tmp_path: Path) -> None:
 
 def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
     dest = tmp_path / "models" / "m.onnx"
-    assets._write_atomic(dest, b"old")
+    fs.write_atomic(dest, b"old")
     source = tmp_path / "new.bin"
     source.write_bytes(b"new" * 1000)
-    assets._write_atomic(dest, source)
+    fs.write_atomic(dest, source)
     assert dest.read_bytes() == b"new" * 1000
     assert [p.name for p in dest.parent.iterdir()] == ["m.onnx"]
 
     with pytest.raises(FileNotFoundError):
-        assets._write_atomic(dest, tmp_path / "does-not-exist.bin")
+        fs.write_atomic(dest, tmp_path / "does-not-exist.bin")
     assert dest.read_bytes() == b"new" * 1000, "a failed write must not touch the old file"
     assert [p.name for p in dest.parent.iterdir()] == ["m.onnx"]
 
@@ -221,12 +221,10 @@ def test_converted_file_with_other_hash_is_valid_only_with_its_record(
 ) -> None:
     spec = make_spec(b"source", convert="centerface_patch", converted_sha256="0" * 64)
     dest = assets.cached_path(spec)
-    assets._write_atomic(dest, b"converted with other tools")
+    fs.write_atomic(dest, b"converted with other tools")
     assert not assets.is_valid(spec, dest)
     digest = hashlib.sha256(b"converted with other tools").hexdigest()
-    assets._write_atomic(
-        assets._record_path(dest), json.dumps(assets._record(spec, digest)).encode()
-    )
+    fs.write_atomic(assets._record_path(dest), json.dumps(assets._record(spec, digest)).encode())
     assert assets.is_valid(spec, dest)
     newer = dataclasses.replace(spec, sha256=hashlib.sha256(b"new source").hexdigest())
     assert not assets.is_valid(newer, dest), "a new pinned source makes the old record stale"

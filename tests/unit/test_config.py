@@ -12,6 +12,7 @@ from edgeblur.config import (
     AnonymizeConfig,
     JobConfig,
     interpolate_env,
+    job_config,
     load_job_config,
     load_yaml,
 )
@@ -238,3 +239,16 @@ def test_fill_colour_must_be_8_bit(tmp_path: Path, rgb: list[int]) -> None:
 def test_config_error_is_a_user_error() -> None:
     assert issubclass(ConfigError, EdgeblurError)
     assert ConfigError.exit_code == 2
+
+
+def test_job_config_lays_flags_over_the_file(tmp_path: Path) -> None:
+    path = job(tmp_path, detect={"stride": 3, "faces": {"threshold": 0.3}})
+    cfg = job_config(path, {"stride": 2, "thresh": None, "spinning": True})
+    assert cfg.detect.stride == 2  # the flag wins
+    assert cfg.detect.faces.threshold == 0.3  # None: not given, the file's value stays
+    assert cfg.runtime.allow_spinning is True
+
+
+def test_job_config_names_the_flag_of_a_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r"^--plate-size: "):
+        job_config(None, {"plate_size": 100})

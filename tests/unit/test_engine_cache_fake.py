@@ -172,7 +172,7 @@ def test_fake_failed_write_leaves_no_partial_file(
     def fail_fsync(_fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engines.os, "fsync", fail_fsync)
+    monkeypatch.setattr(os, "fsync", fail_fsync)
     cache = EngineCache(tmp_path)
     with pytest.raises(OSError, match="No space left"):
         cache.get_or_build("centerface", KEY, FakeBuild())
@@ -189,10 +189,10 @@ def test_fake_failed_write_keeps_the_previous_file_whole(
     def interrupted_replace(src: str, dst: str) -> None:
         raise KeyboardInterrupt  # Ctrl-C between write and rename
 
-    monkeypatch.setattr(engines.os, "replace", interrupted_replace)
+    monkeypatch.setattr(os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
         engines.write_atomic(target, b"new engine, longer than the old one")
-    monkeypatch.setattr(engines.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert target.read_bytes() == b"old engine"
     assert _leftovers(tmp_path) == ["x.engine"]
 
@@ -240,21 +240,24 @@ def test_fake_list_engines_reports_each_file_and_its_problem(tmp_path: Path) -> 
 def test_fake_default_engine_dir_follows_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from edgeblur.build import engine_dir, runtime_settings
+    from edgeblur.config import RuntimeConfig
+
     monkeypatch.setenv("EDGEBLUR_CACHE", str(tmp_path))
-    assert engines.default_engine_dir() == tmp_path / "engines"
-    assert EngineCache().root == tmp_path / "engines"
+    assert engine_dir(RuntimeConfig()) == tmp_path / "engines"
+    assert runtime_settings(RuntimeConfig()).engine_dir == str(tmp_path / "engines")
+    assert engine_dir(RuntimeConfig(engine_dir=tmp_path / "x")) == tmp_path / "x"
     assert EngineCache(tmp_path / "elsewhere").root == tmp_path / "elsewhere"
 
 
 def test_fake_engines_cli_parser_and_empty_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
+    from edgeblur import cli
 
-    parser = argparse.ArgumentParser(prog="edgeblur")
-    engines.add_engines_parser(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser()
     args = parser.parse_args(["engines", "build", "-c", "cams.yaml", "--force"])
-    assert args.func is engines.cmd_engines_build and args.force
+    assert args.func is cli.cmd_engines_build and args.force
     assert args.config == Path("cams.yaml")
     args = parser.parse_args(["engines", "list", "--dir", str(tmp_path)])
     assert args.func(args) == 0
@@ -263,3 +266,11 @@ def test_fake_engines_cli_parser_and_empty_list(
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "NVIDIA Orin" in out and "1..8" in out and "640x640" in out and "ok" in out
+
+
+def test_fake_list_skips_a_write_in_progress(tmp_path: Path) -> None:
+    EngineCache(tmp_path).get_or_build("centerface", KEY, FakeBuild())
+    (tmp_path / ".centerface-fp16-0123.abcd.part.engine").write_bytes(b"half an engine")
+    assert [e.path.name for e in EngineCache(tmp_path).entries()] == [
+        EngineCache(tmp_path).path_for("centerface", KEY).name
+    ]

@@ -410,8 +410,8 @@ def test_fake_user_engine_file_needs_tensorrt(tmp_path: Path, monkeypatch) -> No
 def test_fake_build_engines_for_a_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_model: Path
 ) -> None:
+    from edgeblur.build import build_engines
     from edgeblur.config import JobConfig
-    from edgeblur.runtime.engines import build_engines
 
     trt, _cudart = install_fakes(monkeypatch)
     cfg = JobConfig.model_validate(
