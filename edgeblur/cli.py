@@ -1,7 +1,9 @@
 """The `edgeblur` command. User errors end as one sentence on stderr and exit code 2.
 
 Exit codes: 0 success, 1 a bug (traceback printed), 2 a user error (bad input, config, missing
-model, existing output), 3 serve: a thread did not stop within 5 s, 130 interrupted.
+model, existing output), 3 serve: a thread did not stop within 5 s, 128 + the signal's number
+when a signal stopped a command before it could stop in order (130 SIGINT, 143 SIGTERM, 129
+SIGHUP: nothing half-written is kept); `serve` stopped by a signal once running exits 0.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from edgeblur import __version__
+from edgeblur import __version__, stopping
 from edgeblur.errors import ConfigError, EdgeblurError
+from edgeblur.stopping import Interrupted
 
 if TYPE_CHECKING:
     from edgeblur.config import ServiceConfig
@@ -175,15 +178,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.alive,
         previews,
     )
-    http.start()
     stop = threading.Event()
+    received: list[int] = []
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
+    def on_stop(signum: int) -> None:
+        # Only flags: logging from a signal handler can deadlock on the logging lock.
+        received.append(signum)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    http.start()
+    try:
+        # Until here a signal raised Interrupted (start-up abandoned); from now on it stops the
+        # service in order, so recordings are closed and the exit code is 0.
+        stopping.on_signal(on_stop)
+    except BaseException:
+        http.stop()
+        http.join(2.0)
+        raise
     service.start()
     names = ", ".join(c.name for c in cfg.cameras if c.enabled)
     base = f"http://{cfg.http.bind}:{http.port}"
@@ -193,6 +204,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop.wait(args.duration)
+    if received:
+        log.info("received %s; stopping", signal.Signals(received[0]).name)
     service.stop()
     stuck = service.join(5.0)
     http.stop()
@@ -369,17 +382,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        stopping.install()  # again for the console script, which skips __main__.py
+        args = build_parser().parse_args(argv)
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return args.func(args)
     except EdgeblurError as exc:
         print(f"edgeblur: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("edgeblur: interrupted; no partial output was kept.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """The exit code of a signal that stopped a command, after saying so in one line."""
+    name = f" ({exc})" if isinstance(exc, Interrupted) else ""
+    print(f"edgeblur: interrupted{name}; no partial output was kept.", file=sys.stderr)
+    return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":
