@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from edgeblur import __version__, stopping
-from edgeblur.errors import ConfigError, EdgeblurError
+from edgeblur.errors import ConfigError, EdgeblurError, OutputUnwritable
 from edgeblur.stopping import Interrupted
 
 if TYPE_CHECKING:
@@ -84,11 +84,18 @@ def cmd_blur(args: argparse.Namespace) -> int:
 
     from edgeblur.build import build_anonymizer, build_detector
     from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
+    from edgeblur.files.checks import check_inputs, check_outputs, sidecar_path
+    from edgeblur.io.files import is_video, probe_video
 
+    if args.max_pixels < 1:
+        raise ConfigError("--max-pixels must be a positive number of pixels, e.g. 64000000.")
     cfg = job_config(args)
     jobs = plan(
         [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
     )
+    # Before the models load: a bad argument costs nothing and leaves nothing behind.
+    check_inputs(jobs, args.max_pixels)
+    check_outputs(jobs, args.force, sidecars=args.json)
     detector = build_detector(cfg.detect, cfg.runtime)
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
     if cfg.anonymize.method == "boxes":
@@ -110,12 +117,30 @@ def cmd_blur(args: argparse.Namespace) -> int:
         bar.update(n - bar.n)
 
     for job in files:
-        report = worker.run(job, progress)
-        if bar is not None:
-            bar.close()
-            bar = None
-        if args.json:
-            write_sidecar(report, job.dest.with_name(job.dest.name + ".json"))
+        expected = probe_video(job.src).frames if is_video(job.src) else 1
+        try:
+            report = worker.run(job, progress)
+            if args.json:
+                write_sidecar(report, sidecar_path(job.dest))
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise OutputUnwritable(
+                f"Writing {job.dest} failed ({exc.strerror or exc}); free space or choose "
+                "another output folder with -o."
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+                bar = None
+        if report.frames < expected:
+            log.warning(
+                "%s: read %d of the %d frames its header lists; it looks cut short, and %s "
+                "holds those %d",
+                job.src,
+                report.frames,
+                expected,
+                job.dest,
+                report.frames,
+            )
         print(
             f"{job.src} -> {job.dest}: {report.frames} frame(s), "
             f"{report.regions} region(s) hidden, "
@@ -341,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Write OUTPUT.json listing the hidden regions per frame.",
     )
     b.add_argument("-f", "--force", action="store_true", help="Overwrite existing outputs.")
+    b.add_argument(
+        "--max-pixels",
+        type=int,
+        default=64_000_000,
+        help="Refuse images larger than this many pixels, read from the header (default "
+        "64000000, 8000×8000): a small file can claim a size that exhausts memory.",
+    )
     b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
     b.set_defaults(func=cmd_blur)
 

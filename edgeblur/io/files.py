@@ -80,7 +80,10 @@ class Still:
 def read_image(path: Path) -> Still:
     data = np.fromfile(path, dtype=np.uint8)
     # IMREAD_COLOR applies the EXIF orientation, so boxes match what viewers show.
-    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:  # a header OpenCV refuses (a claimed size over its limit, a bad chunk)
+        raw = None
     if raw is None:
         raise UnsupportedInput(
             f"{path} is not an image OpenCV can decode; convert it to PNG or JPEG."
@@ -93,6 +96,8 @@ def read_image(path: Path) -> Still:
         rgb = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB)
     else:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UnsupportedInput(f"{path} is damaged; OpenCV cannot decode it in color.")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if rgb.dtype != np.uint8:  # 16-bit PNG/TIFF
         rgb = (rgb / 257).astype(np.uint8)
