@@ -133,8 +133,8 @@ def cmd_blur(args: argparse.Namespace) -> int:
                 bar = None
         if report.frames < expected:
             log.warning(
-                "%s: read %d of the %d frames its header lists; it looks cut short, and %s "
-                "holds those %d",
+                "%s: read %d of the %d frames its header lists; it looks cut short or damaged, "
+                "and %s holds those %d",
                 job.src,
                 report.frames,
                 expected,
