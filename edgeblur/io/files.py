@@ -116,7 +116,7 @@ def write_image(still: Still, dest: Path, quality: int = 95) -> None:
             f"Cannot write images of type {suffix}; use .png or .jpg for {dest}."
         )
     with atomic_path(dest) as tmp:
-        buf.tofile(tmp)
+        tmp.write_bytes(buf.tobytes())  # not ndarray.tofile: its short write has no errno
 
 
 @dataclass(frozen=True)

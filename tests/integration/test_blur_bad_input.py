@@ -188,3 +188,19 @@ def test_read_only_check_leaves_no_probe_file(image, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert listing(tmp_path / "o") == ["out.png"]
     assert not list(Path(tempfile.gettempdir()).glob(".edgeblur-probe.*"))
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing(image, tmp_path) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)])
+    if r.returncode != 0:
+        pytest.skip("root, but cannot mount a tmpfs here")
+    try:
+        # The output folder is writable (the check passes); the 790 kB image does not fit.
+        refused(edgeblur(str(image), "-o", str(full / "out.png")), "No space left on device")
+        assert listing(full) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
