@@ -429,6 +429,8 @@ class RtspSink:
 # fragment at every moment, so a crash, a kill or a full disk loses at most one keyframe
 # interval (``gop_s``) instead of the whole recording (a plain MP4 needs its trailer).
 FRAGMENTED_SUFFIXES = {".mp4", ".m4v", ".mov"}
+# Containers a player reads up to where they were cut (Matroska clusters, MPEG-TS packets too).
+PLAYABLE_WHEN_CUT = FRAGMENTED_SUFFIXES | {".mkv", ".webm", ".ts"}
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
 
@@ -490,8 +492,8 @@ class FileSink:
         self._closed = True
         self.error = describe(exc)
         write_error = isinstance(exc, (OSError, av.FFmpegError)) and self.frames_written > 0
-        fragmented = self.path.suffix.lower() in FRAGMENTED_SUFFIXES
-        if write_error and fragmented and self.tmp_path is not None:
+        playable = self.path.suffix.lower() in PLAYABLE_WHEN_CUT
+        if write_error and playable and self.tmp_path is not None:
             log.error(
                 "%s: recording to %s failed after %d frames (%s); keeping what was written",
                 self.camera,

@@ -234,7 +234,8 @@ class Metrics:
         # "Published" counts a frame delivered to at least one output; these say which.
         self.output_frames = Counter(
             "edgeblur_output_frames_total",
-            "Frames an output took (file: written; rtsp: queued while connected; preview).",
+            "Frames an output took (file: written; rtsp: queued while its server was not known "
+            "down; preview: shown).",
             ["camera", "output"],
             registry=r,
         )

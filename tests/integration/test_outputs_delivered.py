@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import pytest
 from rtsp import media_file, wait_for
 from serving import get, running, service_config, status
 
@@ -41,8 +42,11 @@ def decoded_frames(path: Path) -> int:
     return n
 
 
-def test_a_full_disk_shows_at_once_and_the_frames_before_it_are_kept(models, tmp_path) -> None:
-    rec = tmp_path / "rec" / "door.mp4"
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_full_disk_shows_at_once_and_the_frames_before_it_are_kept(
+    models, tmp_path, suffix
+) -> None:
+    rec = tmp_path / "rec" / f"door{suffix}"
     cfg = service_config(
         [
             {
@@ -56,7 +60,7 @@ def test_a_full_disk_shows_at_once_and_the_frames_before_it_are_kept(models, tmp
     with running(cfg) as run:
 
         def on_disk() -> int:
-            return sum(p.stat().st_size for p in rec.parent.glob(".door.*.part.mp4"))
+            return sum(p.stat().st_size for p in rec.parent.glob(f".door.*.part{suffix}"))
 
         # Fragments on disk (FFmpeg buffers 32 kB before it writes), however slow the machine.
         wait_for(lambda: on_disk() > 64 * 1024, 120, "64 kB of recording on disk")
@@ -91,7 +95,7 @@ def test_a_full_disk_shows_at_once_and_the_frames_before_it_are_kept(models, tmp
     # The recording ends at the error, but what was written before it plays.
     assert rec.exists()
     assert 0 < decoded_frames(rec) <= recorded
-    assert not [p for p in rec.parent.iterdir() if p.name.endswith(".part.mp4")]
+    assert not [p for p in rec.parent.iterdir() if ".part." in p.name]
 
 
 SERVE_CONFIG = """
