@@ -173,7 +173,7 @@ def demo_config(port: int | None) -> ServiceConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
-    import threading
+    import time
 
     from edgeblur.build import build_service
     from edgeblur.config import HttpConfig, ServeFlags, check_flags, load_service_config
@@ -203,13 +203,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.alive,
         previews,
     )
-    stop = threading.Event()
     received: list[int] = []
 
     def on_stop(signum: int) -> None:
-        # Only flags: logging from a signal handler can deadlock on the logging lock.
+        # Only a list append, no lock: the handler runs between any two bytecodes of the main
+        # thread, possibly while it holds the very lock (logging's, an Event's) it would take.
         received.append(signum)
-        stop.set()
 
     http.start()
     try:
@@ -228,7 +227,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"metrics {base}/metrics",
         flush=True,
     )
-    stop.wait(args.duration)
+    # Polled, never one long wait: the kernel may hand the signal to any thread (OpenVINO's,
+    # FFmpeg's); Python then only sets a flag that the main thread sees when it next runs
+    # bytecode. Blocked in an untimed Event.wait it never did: a SIGTERM went unnoticed until
+    # a second one happened to reach the main thread (issue 13).
+    end = None if args.duration is None else time.monotonic() + args.duration
+    while not received and (end is None or time.monotonic() < end):
+        time.sleep(0.1)
     if received:
         log.info("received %s; stopping", signal.Signals(received[0]).name)
     service.stop()
