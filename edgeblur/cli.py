@@ -1,7 +1,9 @@
 """The `edgeblur` command. User errors end as one sentence on stderr and exit code 2.
 
 Exit codes: 0 success, 1 a bug (traceback printed), 2 a user error (bad input, config, missing
-model, existing output), 3 serve: a thread did not stop within 5 s, 130 interrupted.
+model, existing output), 3 serve: a thread did not stop within 5 s, 128 + the signal's number
+when a signal stopped a command before it could stop in order (130 SIGINT, 143 SIGTERM, 129
+SIGHUP: nothing half-written is kept); `serve` stopped by a signal once running exits 0.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeblur import __version__
+from edgeblur import __version__, stopping
 from edgeblur.config import HttpConfig, default, flag_help
-from edgeblur.errors import ConfigError, EdgeblurError
+from edgeblur.errors import ConfigError, EdgeblurError, OutputUnwritable
+from edgeblur.stopping import Interrupted
 
 if TYPE_CHECKING:
     from edgeblur.config import ServiceConfig
@@ -29,7 +33,7 @@ log = logging.getLogger("edgeblur")
 # Python runs a signal handler on the main thread only when that thread runs; Linux may deliver
 # SIGHUP/SIGTERM to a decoder or inference thread instead, which leaves a main thread blocked in
 # an untimed wait asleep (a SIGHUP seen minutes later, or never). Waking this often bounds that.
-SIGNAL_POLL_S = 0.5
+SIGNAL_POLL_S = 0.1  # how soon the main thread sees a signal delivered to another thread
 
 
 def blur_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,11 +52,18 @@ def cmd_blur(args: argparse.Namespace) -> int:
     from edgeblur.build import build_anonymizer, build_detector
     from edgeblur.config import job_config
     from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
+    from edgeblur.files.checks import check_inputs, check_outputs, sidecar_path
+    from edgeblur.io.files import is_video, probe_video
 
+    if args.max_pixels < 1:
+        raise ConfigError("--max-pixels must be a positive number of pixels, e.g. 64000000.")
     cfg = job_config(args.config, blur_overrides(args))
     jobs = plan(
         [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
     )
+    # Before the models load: a bad argument costs nothing and leaves nothing behind.
+    check_inputs(jobs, args.max_pixels)
+    check_outputs(jobs, args.force, sidecars=args.json)
     detector = build_detector(cfg.detect, cfg.runtime)
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
     if cfg.anonymize.method == "boxes":
@@ -74,12 +85,30 @@ def cmd_blur(args: argparse.Namespace) -> int:
         bar.update(n - bar.n)
 
     for job in files:
-        report = worker.run(job, progress)
-        if bar is not None:
-            bar.close()
-            bar = None
-        if args.json:
-            write_sidecar(report, job.dest.with_name(job.dest.name + ".json"))
+        expected = probe_video(job.src).frames if is_video(job.src) else 1
+        try:
+            report = worker.run(job, progress)
+            if args.json:
+                write_sidecar(report, sidecar_path(job.dest))
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise OutputUnwritable(
+                f"Writing {job.dest} failed ({exc.strerror or exc}); free space or choose "
+                "another output folder with -o."
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+                bar = None
+        if report.frames < expected:
+            log.warning(
+                "%s: read %d of the %d frames its header lists; it looks cut short or damaged, "
+                "and %s holds those %d",
+                job.src,
+                report.frames,
+                expected,
+                job.dest,
+                report.frames,
+            )
         print(
             f"{job.src} -> {job.dest}: {report.frames} frame(s), "
             f"{report.regions} region(s) hidden, "
@@ -140,21 +169,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http = HttpServer(
         cfg.http.bind, cfg.http.port, metrics, host.status, host.ready, host.alive, previews
     )
+    received: list[int] = []
+
+    def on_stop(signum: int) -> None:
+        # Only a list append, no lock: the handler runs between any two bytecodes of the main
+        # thread, possibly while it holds the very lock (logging's, an Event's) it would take.
+        received.append(signum)
+
     http.start()
     base = f"http://{cfg.http.bind}:{http.port}"
     print(f"edgeblur: building engines; status {base}/status, metrics {base}/metrics", flush=True)
-    wake, stop, hup = threading.Event(), threading.Event(), threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        (hup if signum == signal.SIGHUP else stop).set()
-        wake.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
     deadline = None if args.duration is None else time.monotonic() + args.duration
+
+    def stopped() -> bool:
+        return any(sig != signal.SIGHUP for sig in received)
+
     try:
-        service = _build_until(cfg, metrics, previews, wake, stop)
+        # Until here a signal raised Interrupted (start-up abandoned); from now on it stops the
+        # service in order (or, SIGHUP, reloads the cameras), so recordings are closed and the
+        # exit code is 0.
+        stopping.on_signal(on_stop)
+        service = _build_until(cfg, metrics, previews, stopped)
     except BaseException:
         http.stop()
         http.join(2.0)
@@ -170,20 +205,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"metrics {base}/metrics",
         flush=True,
     )
-    while not stop.is_set():
-        if hup.is_set():  # checked before waiting: a SIGHUP during the build is not lost
-            hup.clear()
+    # Polled, never one long wait: the kernel may hand the signal to any thread (OpenVINO's,
+    # FFmpeg's); Python then only sets a flag that the main thread sees when it next runs
+    # bytecode. Blocked in an untimed Event.wait it never did (issue 13).
+    while not stopped():
+        if signal.SIGHUP in received:  # checked before waiting: one during the build counts
+            received.remove(signal.SIGHUP)
             if args.config is None:
                 log.warning("reload: --demo has no config file to re-read; nothing reloaded.")
                 continue
             if reload_service(host, args.config, metrics, previews):
                 service = host.service or service
             continue
-        left = SIGNAL_POLL_S if deadline is None else deadline - time.monotonic()
-        if left <= 0:
+        if deadline is not None and time.monotonic() >= deadline:
             break
-        wake.wait(min(left, SIGNAL_POLL_S))
-        wake.clear()
+        time.sleep(SIGNAL_POLL_S)
+    if received:
+        log.info("received %s; stopping", signal.Signals(received[-1]).name)
     service.stop()
     stuck = service.join(5.0)
     http.stop()
@@ -199,8 +237,7 @@ def _build_until(
     cfg: ServiceConfig,
     metrics: Metrics,
     previews: PreviewHub,
-    wake: threading.Event,
-    stop: threading.Event,
+    stopped: Callable[[], bool],
 ) -> Service | None:
     """The built Service, or None if ``stop`` came first. The build runs on a daemon thread so
     that SIGTERM during a long engine build ends the process at once; its error is raised here."""
@@ -213,15 +250,13 @@ def _build_until(
             got["service"] = build_service(cfg, metrics, previews)
         except BaseException as exc:  # handed to the main thread, which reports it
             got["error"] = exc
-        wake.set()
 
     threading.Thread(target=build, name="build", daemon=True).start()
-    while not stop.is_set() and not got:
-        wake.wait(SIGNAL_POLL_S)
-        wake.clear()
+    while not stopped() and not got:
+        time.sleep(SIGNAL_POLL_S)
     if "error" in got:
         raise got["error"]
-    return None if stop.is_set() else got["service"]
+    return None if stopped() else got["service"]
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -441,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Write OUTPUT.json listing the hidden regions per frame.",
     )
     b.add_argument("-f", "--force", action="store_true", help="Overwrite existing outputs.")
+    b.add_argument(
+        "--max-pixels",
+        type=int,
+        default=64_000_000,
+        help="Refuse images larger than this many pixels, read from the header (default "
+        "64000000, 8000×8000): a small file can claim a size that exhausts memory.",
+    )
     b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
     b.set_defaults(func=cmd_blur)
 
@@ -484,17 +526,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        stopping.install()  # again for the console script, which skips __main__.py
+        args = build_parser().parse_args(argv)
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return args.func(args)
     except EdgeblurError as exc:
         print(f"edgeblur: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("edgeblur: interrupted; no partial output was kept.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
+
+
+def interrupted(exc: KeyboardInterrupt) -> int:
+    """The exit code of a signal that stopped a command, after saying so in one line."""
+    name = f" ({exc})" if isinstance(exc, Interrupted) else ""
+    print(f"edgeblur: interrupted{name}; no partial output was kept.", file=sys.stderr)
+    return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -408,6 +409,11 @@ def check_flags(model: type[BaseModel], flags: dict[str, Any]) -> BaseModel:
         ) from None
 
 
+def _printable(key: str) -> str:
+    """A key as one line of text: a YAML key may hold a newline or a control character."""
+    return key if key.isprintable() else repr(key)[1:-1]
+
+
 def describe_error(
     err: ValidationError,
     source: str,
@@ -420,7 +426,7 @@ def describe_error(
     ``flags`` maps key paths set from the command line to their flag, which is named instead.
     """
     e = err.errors()[0]
-    loc = [str(p) for p in e["loc"]]
+    loc = [_printable(str(p)) for p in e["loc"]]
     if loc and loc[0] == "cameras" and len(loc) > 1 and loc[1].isdigit():
         loc[1] = f"[{loc[1]}]"
     key = ".".join(([prefix] if prefix else []) + loc)
@@ -693,7 +699,53 @@ class ServiceConfig(Base):
             seen.add(cam.name)
         if not v:
             raise ValueError("must list at least one camera")
+        _check_recordings(v)
         return v
+
+
+def _local_path(url: SecretUrl) -> Path | None:
+    """The file a camera reads, if it reads one (a bare path or file://), resolved."""
+    text = url.reveal()
+    if "://" in text:
+        if url.scheme != "file":
+            return None
+        text = unquote(urlsplit(text).path)
+    return Path(text).expanduser().resolve()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    # resolve() sees through symlinks; samefile also catches a hard link or a bind mount.
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_recordings(cameras: list[CameraConfig]) -> None:
+    """A recording never replaces a camera's input, nor another camera's recording (at stop, the
+    recording is renamed over whatever holds its path)."""
+    inputs = [(c.name, p) for c in cameras if (p := _local_path(c.url)) is not None]
+    outputs: list[tuple[str, Path]] = []
+    for cam in cameras:
+        if cam.output.file is None:
+            continue
+        out = cam.output.file.expanduser().resolve()
+        for name, path in inputs:
+            if _same_file(out, path):
+                whose = "its own input" if name == cam.name else f"the input of camera '{name}'"
+                raise ValueError(
+                    f"camera '{cam.name}' output.file is {whose}, which recording would "
+                    "overwrite; record to another file"
+                )
+        for name, path in outputs:
+            if _same_file(out, path):
+                raise ValueError(
+                    f"cameras '{name}' and '{cam.name}' record to the same output.file; give "
+                    "each camera its own file"
+                )
+        outputs.append((cam.name, out))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -35,3 +35,7 @@ class UnsupportedInput(EdgeblurError):
 
 class OutputExists(EdgeblurError):
     """An output would overwrite an existing file without --force."""
+
+
+class OutputUnwritable(EdgeblurError):
+    """An output cannot be written: a read-only or full disk, a missing permission."""

@@ -86,10 +86,20 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
         if not src.exists():
             raise SourceUnavailable(f"Input {src} does not exist; check the path.")
         if src.is_dir():
-            root = output if output is not None else src.with_name(src.name + SUFFIX)
+            if output is not None and output.exists() and not output.is_dir():
+                raise OutputExists(
+                    f"Output {output} is a file, but the input {src} is a folder; give -o a "
+                    "folder (new or existing)."
+                )
+            # `blur .` names its output after the folder itself, not after "" (Path(".").name).
+            named = src if src.name not in ("", "..") else src.resolve()
+            root = output if output is not None else named.with_name(named.name + SUFFIX)
             if len(inputs) > 1 and output is not None:
-                root = output / src.name
+                root = output / named.name
             for f in _media_files(src):
+                if f.resolve().is_relative_to(root.resolve()):
+                    continue  # an output folder inside the input: earlier results, not input
+
                 rel = f.relative_to(src)
                 dest = root / (rel.with_suffix(".mp4") if f.suffix.lower() == ".gif" else rel)
                 jobs.append(Job(f, dest))
@@ -101,6 +111,10 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
             )
         if output is None:
             dest = default_output(src)
+        elif len(inputs) > 1 and output.exists() and not output.is_dir():
+            raise OutputExists(
+                f"Output {output} is a file, but several inputs need a folder; give -o a folder."
+            )
         elif len(inputs) > 1 or output.is_dir() or not output.suffix:
             dest = output / default_output(src).name.replace(SUFFIX, "")
         else:

@@ -58,7 +58,10 @@ class Still:
 def read_image(path: Path) -> Still:
     data = np.fromfile(path, dtype=np.uint8)
     # IMREAD_COLOR applies the EXIF orientation, so boxes match what viewers show.
-    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:  # a header OpenCV refuses (a claimed size over its limit, a bad chunk)
+        raw = None
     if raw is None:
         raise UnsupportedInput(
             f"{path} is not an image OpenCV can decode; convert it to PNG or JPEG."
@@ -71,6 +74,8 @@ def read_image(path: Path) -> Still:
         rgb = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB)
     else:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UnsupportedInput(f"{path} is damaged; OpenCV cannot decode it in color.")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if rgb.dtype != np.uint8:  # 16-bit PNG/TIFF
         rgb = (rgb / 257).astype(np.uint8)
@@ -89,7 +94,7 @@ def write_image(still: Still, dest: Path, quality: int = 95) -> None:
             f"Cannot write images of type {suffix}; use .png or .jpg for {dest}."
         )
     with atomic_path(dest) as tmp:
-        buf.tofile(tmp)
+        tmp.write_bytes(buf.tobytes())  # not ndarray.tofile: its short write has no errno
 
 
 @dataclass(frozen=True)

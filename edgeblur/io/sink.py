@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -202,11 +203,22 @@ class RtspSink:
         self._thread = threading.Thread(target=self._run, name=f"sink:{camera}", daemon=True)
         self._fps = _FpsMeter()
 
+    output = "rtsp"
+
     @property
     def connected(self) -> bool:
         busy = self._busy_since
         stuck = busy is not None and time.monotonic() - busy > self.connect_timeout_s
         return self._connected and not stuck
+
+    @property
+    def down(self) -> str | None:
+        """Why frames are not reaching the server now; None while connected (or not yet tried)."""
+        if self.connected:
+            return None
+        if self._connected:  # connected, but a send has been blocked past the timeout
+            return f"rtsp output: the server stopped reading for over {self.connect_timeout_s} s"
+        return f"rtsp output: {self.last_error}" if self.last_error else None
 
     def write(self, item: Anonymized) -> None:
         _check(item)
@@ -339,13 +351,27 @@ class RtspSink:
         return delay
 
 
+# MP4/MOV written as fragments, one per keyframe: the file is playable up to its last complete
+# fragment at every moment, so a crash, a kill or a full disk loses at most one keyframe
+# interval (``gop_s``) instead of the whole recording (a plain MP4 needs its trailer).
+FRAGMENTED_SUFFIXES = {".mp4", ".m4v", ".mov"}
+# Containers a player reads up to where they were cut (Matroska clusters, MPEG-TS packets too).
+PLAYABLE_WHEN_CUT = FRAGMENTED_SUFFIXES | {".mkv", ".webm", ".ts"}
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+
+
 class FileSink:
     """Records one camera to one file: written under a temporary name, renamed on ``close()``.
 
     Encodes on the caller's thread (a local file does not stall like a server); every frame is
     kept, with the source's timing. Nothing is written before the first frame, so a camera
-    that never delivered leaves no file.
+    that never delivered leaves no file. MP4/MOV are fragmented (``FRAGMENTED_MP4``): after a
+    crash the temporary file plays up to its last fragment. A write error (a full disk) stops
+    the recording at once: ``write`` raises, ``down`` says why, later writes raise too, and
+    what was recorded before it is kept as the recording (it ends at the error).
     """
+
+    output = "file"
 
     def __init__(
         self,
@@ -361,15 +387,21 @@ class FileSink:
         self.frames_written = 0
         self.bytes_written = 0
         self.tmp_path: Path | None = None
+        self.error: str | None = None
         self._files = contextlib.ExitStack()
         self._container: Any = None
         self._encoder: _Encoder | None = None
         self._closed = False
 
+    @property
+    def down(self) -> str | None:
+        return f"file output: {self.error}" if self.error else None
+
     def write(self, item: Anonymized) -> None:
         _check(item)
         if self._closed:
-            raise RuntimeError(f"{self.camera}: the recording {self.path} is closed or failed")
+            why = f" ({self.error})" if self.error else ""
+            raise RuntimeError(f"the recording {self.path} is closed or failed{why}")
         try:
             if self._container is None:
                 self._open(item.frame)
@@ -381,15 +413,39 @@ class FileSink:
         self.frames_written += 1
 
     def _abort(self, exc: BaseException) -> None:
-        """A failed recording is removed, never renamed into place half-written."""
+        """Stop recording. A write error keeps the fragments written so far as the recording;
+        anything else (a bug, an interrupt before the first fragment) removes the file."""
         self._closed = True
+        self.error = describe(exc)
+        write_error = isinstance(exc, (OSError, av.FFmpegError)) and self.frames_written > 0
+        playable = self.path.suffix.lower() in PLAYABLE_WHEN_CUT
+        if write_error and playable and self.tmp_path is not None:
+            log.error(
+                "%s: recording to %s failed after %d frames (%s); keeping what was written",
+                self.camera,
+                self.path,
+                self.frames_written,
+                self.error,
+            )
+            # Taken off the stack, so its exit (rename-or-remove) does not remove the file; held
+            # until the file is moved, because a dropped atomic_path removes its temp file.
+            kept = self._files.pop_all()
+            with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+                self._container.close()  # the trailer may not fit; the fragments already did
+            with contextlib.suppress(OSError):
+                os.replace(self.tmp_path, self.path)
+            del kept
+            return
         self._files.__exit__(type(exc), exc, exc.__traceback__)
 
     def _open(self, first: Frame) -> None:
         self.tmp_path = self._files.enter_context(atomic_path(self.path))
-        self._container = self._files.enter_context(av.open(str(self.tmp_path), "w"))
+        options = FRAGMENTED_MP4 if self.path.suffix.lower() in FRAGMENTED_SUFFIXES else {}
+        self._container = self._files.enter_context(
+            av.open(str(self.tmp_path), "w", options=options)
+        )
         self._encoder = _Encoder(self._container, self.settings, first, DEFAULT_FPS)
-        log.info("%s: recording to %s", self.camera, self.path)
+        log.info("%s: recording to %s (until stop: %s)", self.camera, self.path, self.tmp_path)
 
     def _mux(self, packets: list[av.Packet]) -> None:
         n = sum(p.size for p in packets)

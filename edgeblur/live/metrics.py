@@ -35,7 +35,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 SOURCE_DROP_REASONS = ("overrun", "decode_error")
-FRAME_RESULTS = ("published", "dropped_unchecked", "dropped_late", "dropped_error", "blurred_whole")
+# dropped_output: the gate passed the frame but no output took it (every output down).
+FRAME_RESULTS = (
+    "published",
+    "dropped_unchecked",
+    "dropped_late",
+    "dropped_error",
+    "blurred_whole",
+    "dropped_output",
+)
 RECONNECT_STAGES = ("source", "sink")
 # Derived from the enums the tracker emits, so a new Kind cannot go uncounted.
 KINDS = tuple(k.name.lower() for k in Kind)  # face, plate
@@ -45,6 +53,7 @@ QUEUES = ("source", "publish")
 SINKS = ("rtsp", "file")
 ROLES = ("face", "plate")  # detector roles, as the schedule gauges label them
 RELOAD_RESULTS = ("applied", "unchanged", "failed")
+OUTPUTS = ("rtsp", "file", "preview")
 
 
 def check_label(what: str, value: str) -> str:
@@ -69,7 +78,8 @@ class CameraMetrics:
 
     Counters (``.inc(n)``): source_frames, source_dropped[reason], frames[result],
     unchecked_published, reconnects[stage], detections[kind], regions[(kind, reason)],
-    sink_bytes[sink]. Gauges (``.set(v)``): up (1 streaming, 0 not), last_publish (unix
+    sink_bytes[sink], output_frames[output] (delivered), output_errors[output].
+    Gauges (``.set(v)``): up (1 streaming, 0 not), last_publish (unix
     seconds, ``set_to_current_time()``), tracks_active. Histogram (``.observe(seconds)``):
     latency, decode → published. Keys are the tuples at the top of this module.
     """
@@ -87,6 +97,8 @@ class CameraMetrics:
     tracks_active: Gauge
     latency: Histogram
     sink_bytes: dict[str, Counter]
+    output_frames: dict[str, Counter] = field(default_factory=dict, repr=False)
+    output_errors: dict[str, Counter] = field(default_factory=dict, repr=False)
     queue_depth: dict[str, Gauge] = field(default_factory=dict, repr=False)
 
     def set_queue_depth(self, queue: str, fn: Callable[[], float]) -> None:
@@ -255,6 +267,20 @@ class Metrics:
             registry=r,
         )
         self._reloads = {x: self.reloads.labels(result=x) for x in RELOAD_RESULTS}
+        # "Published" counts a frame delivered to at least one output; these say which.
+        self.output_frames = Counter(
+            "edgeblur_output_frames_total",
+            "Frames an output took (file: written; rtsp: queued while its server was not known "
+            "down; preview: shown).",
+            ["camera", "output"],
+            registry=r,
+        )
+        self.output_errors = Counter(
+            "edgeblur_output_errors_total",
+            "Frames an output failed to take (a write error, e.g. a full disk); alert on any.",
+            ["camera", "output"],
+            registry=r,
+        )
         self._stages = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
@@ -284,6 +310,8 @@ class Metrics:
                 tracks_active=bind(self.tracks_active),
                 latency=bind(self.latency),
                 sink_bytes={x: bind(self.sink_bytes, x) for x in SINKS},
+                output_frames={x: bind(self.output_frames, x) for x in OUTPUTS},
+                output_errors={x: bind(self.output_errors, x) for x in OUTPUTS},
                 queue_depth={x: bind(self.queue_depth, x) for x in QUEUES},
             )
             self._cameras[name] = handle

@@ -14,11 +14,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import av
+
 from edgeblur.config import CameraConfig
 from edgeblur.core.anonymize import Anonymizer
 from edgeblur.core.gate import Verdict
 from edgeblur.core.step import Checker, Plan
 from edgeblur.io.sink import Sink
+from edgeblur.io.source import describe
 from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.types import Anonymized, Detections, Frame, Kind, Reason, Regions
 
@@ -45,12 +48,17 @@ class GuardedSinks:
 
     The gate stamps ``meta["verdict"]``; anything else reaching here is a bug, counted in
     ``edgeblur_unchecked_frames_published_total`` (which tests assert stays 0) and not written.
+
+    It also keeps the books of delivery: a sink that raises (a full disk) or reports itself
+    ``down`` (an RTSP server gone) did not get the frame. ``write`` is True only when at least
+    one output took it, so "published" means delivered; ``down()`` says which output and why.
     """
 
     def __init__(self, camera: str, sinks: list[Sink], metrics: CameraMetrics):
         self.camera = camera
         self.sinks = sinks
         self.metrics = metrics
+        self.errors: dict[int, str] = {}  # id(sink) → the write error that took it down
 
     def write(self, item: Anonymized) -> bool:
         ok = isinstance(item, Anonymized) and (
@@ -62,9 +70,46 @@ class GuardedSinks:
                 "%s: refused to publish an unchecked frame (a bug; please report)", self.camera
             )
             return False
+        delivered = 0
         for sink in self.sinks:
+            delivered += self._deliver(sink, item)
+        if not delivered:
+            self.metrics.frames["dropped_output"].inc()
+        return delivered > 0
+
+    def _deliver(self, sink: Sink, item: Anonymized) -> bool:
+        name = output_name(sink)
+        try:
             sink.write(item)
+        except (av.FFmpegError, OSError, RuntimeError, ValueError) as exc:
+            # RuntimeError: a sink that failed before (a recording stopped by a write error).
+            error = f"{name} output: {describe(exc)}"
+            if self.errors.get(id(sink)) is None:
+                log.error("%s: %s; frames are not reaching it", self.camera, error)
+            self.errors[id(sink)] = error
+            self._count(self.metrics.output_errors, name)
+            return False
+        self.errors.pop(id(sink), None)
+        if getattr(sink, "down", None):
+            return False  # queued, but the server is gone: not delivered
+        self._count(self.metrics.output_frames, name)
         return True
+
+    @staticmethod
+    def _count(counters: dict, name: str) -> None:
+        counter = counters.get(name)
+        if counter is not None:
+            counter.inc()
+
+    def down(self) -> dict[str, str]:
+        """Outputs not delivering now, by name, with the reason (empty: all well)."""
+        out = {}
+        for sink in self.sinks:
+            # The sink's own account first: it names the first error, not "already failed".
+            why = getattr(sink, "down", None) or self.errors.get(id(sink))
+            if why:
+                out[output_name(sink)] = why
+        return out
 
     def close(self) -> None:
         for sink in self.sinks:
@@ -72,6 +117,11 @@ class GuardedSinks:
                 sink.close()
             except Exception:  # one broken sink must not keep the others open
                 log.exception("%s: closing %s failed", self.camera, type(sink).__name__)
+
+
+def output_name(sink: object) -> str:
+    """The output's label: rtsp, file or preview (sinks say so in ``output``)."""
+    return str(getattr(sink, "output", type(sink).__name__.lower()))
 
 
 @dataclass

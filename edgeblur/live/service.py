@@ -313,12 +313,21 @@ class Service:
         return True, "ok"
 
     def ready(self) -> tuple[bool, dict]:
+        """Ready: every camera published recently and none has an output down (a full disk
+        stops a recording; the operator must hear of it, not find out at the next replay)."""
         now = time.monotonic()
         cams = {}
+        down = {}
         for name, pub in self.publishers.items():
             t = pub.last_publish_monotonic
-            cams[name] = t is not None and now - t <= READY_WINDOW_S
-        return all(cams.values()), {"ready": all(cams.values()), "cameras": cams}
+            outputs_down = pub.sinks.down()
+            cams[name] = t is not None and now - t <= READY_WINDOW_S and not outputs_down
+            if outputs_down:
+                down[name] = outputs_down
+        body: dict = {"ready": all(cams.values()), "cameras": cams}
+        if down:
+            body["outputs_down"] = down
+        return all(cams.values()), body
 
     def status(self) -> dict:
         now = time.monotonic()
@@ -329,6 +338,7 @@ class Service:
                 continue
             src, pub = self.sources[cam.name], self.publishers[cam.name]
             last = pub.last_publish_monotonic
+            down = pub.sinks.down()  # an output down is the news, before any older error
             cams.append(
                 {
                     "name": cam.name,
@@ -341,7 +351,10 @@ class Service:
                     "reconnects": src.reconnects,
                     "latency_p95_ms": self._latency_p95_ms(cam.name, now),
                     "dropped": _dropped(self.metrics.camera(cam.name)),
-                    "last_error": src.last_error or pub.last_error,
+                    "last_error": next(iter(down.values()), None)
+                    or src.last_error
+                    or pub.last_error,
+                    "outputs_down": down,
                     "last_publish_age_s": None if last is None else round(now - last, 2),
                     "outputs": {
                         "rtsp": _redacted(cam.output.rtsp),

@@ -179,7 +179,8 @@ def test_missing_model_names_the_pull_command(media_dir, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_interrupted_run_leaves_no_partial_file(media_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_partial_file(media_dir, tmp_path, sig):
     out = tmp_path / "bikes_out.mp4"
     proc = subprocess.Popen(
         [
@@ -197,13 +198,26 @@ def test_interrupted_run_leaves_no_partial_file(media_dir, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Wait until the encode pass has started writing its temporary file, then press Ctrl-C.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob(".bikes_out.*")):
-        time.sleep(0.05)
-    assert list(tmp_path.glob(".bikes_out.*")), "the encode pass never started"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    try:
+        # Wait until the encode pass has started writing its temporary file, then freeze the
+        # process, so however fast this machine is the signal lands while the file is half
+        # written: it cannot finish between our look and the signal.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(tmp_path.glob(".bikes_out.*")):
+                proc.send_signal(signal.SIGSTOP)
+                if list(tmp_path.glob(".bikes_out.*")):
+                    break  # frozen with the temporary file in place
+                proc.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        assert list(tmp_path.glob(".bikes_out.*")), "the encode pass never started"
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 128 + sig, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []

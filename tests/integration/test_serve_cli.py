@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rtsp import wait_for
@@ -130,3 +133,58 @@ def test_sigterm_while_building_engines_stops_cleanly(models, tmp_path):
             proc.kill()
             proc.wait(5)
     assert "Traceback" not in log.read_text()
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen
+    signal_at: float  # monotonic
+    log: Any
+    delay: float
+    sent: float | None = None
+    ended: float | None = None
+
+
+def test_sigterm_at_any_moment_of_start_up_ends_serve_in_time(models, tmp_path):
+    """20 runs, each signalled at a random moment 0-10 s after start: every one ends within 8 s,
+    with 0 (it had started and stopped in order) or 143 (start-up abandoned), no traceback.
+    A signal that lands before the interpreter runs any edgeblur code ends it at once (-15)."""
+    rng = random.Random(13)
+    delays = [rng.uniform(0.0, 10.0) for _ in range(20)]
+    done: list[Run] = []
+    for batch in range(0, len(delays), 4):  # four at a time: bounded time, bounded load
+        runs = []
+        for i, delay in enumerate(delays[batch : batch + 4]):
+            log = (tmp_path / f"serve{batch + i}.log").open("w+")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+            runs.append(Run(proc, time.monotonic() + delay, log, delay))
+        deadline = time.monotonic() + 60  # a bound on a hang, not a speed
+        while any(r.ended is None for r in runs) and time.monotonic() < deadline:
+            now = time.monotonic()
+            for r in runs:
+                if r.ended is None and r.proc.poll() is not None:
+                    r.ended = now
+                if r.sent is None and now >= r.signal_at:
+                    if r.ended is None:
+                        r.proc.send_signal(signal.SIGTERM)
+                    r.sent = now
+            time.sleep(0.02)
+        for r in runs:
+            if r.ended is None:
+                r.proc.kill()
+                r.proc.wait(10)
+        done += runs
+    for r in done:
+        r.log.seek(0)
+        text = r.log.read()
+        r.log.close()
+        where = f"signalled {r.delay:.2f} s after start: exit {r.proc.returncode}\n{text[-2000:]}"
+        assert r.sent is not None and r.ended is not None, "never ended; " + where
+        assert r.ended - r.sent <= 8.0, f"ended {r.ended - r.sent:.1f} s after SIGTERM; " + where
+        assert r.proc.returncode in (0, 143, -signal.SIGTERM), where
+        assert "Traceback" not in text, where

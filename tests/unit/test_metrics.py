@@ -11,6 +11,7 @@ from edgeblur import __version__
 from edgeblur.live.metrics import (
     FRAME_RESULTS,
     KINDS,
+    OUTPUTS,
     QUEUES,
     RECONNECT_STAGES,
     REGION_REASONS,
@@ -60,6 +61,8 @@ EXPECTED_ZERO = [
     ("edgeblur_latency_seconds_sum", {}),
     *[("edgeblur_queue_depth", {"queue": q}) for q in QUEUES],
     *[("edgeblur_sink_bytes_total", {"sink": s}) for s in SINKS],
+    *[("edgeblur_output_frames_total", {"output": o}) for o in OUTPUTS],
+    *[("edgeblur_output_errors_total", {"output": o}) for o in OUTPUTS],
 ]
 
 
@@ -71,6 +74,7 @@ def test_label_sets_are_the_documented_ones() -> None:
         "dropped_late",
         "dropped_error",
         "blurred_whole",
+        "dropped_output",
     )
     assert KINDS == ("face", "plate")
     assert REGION_REASONS == ("detected", "tracked")

@@ -86,3 +86,61 @@ def test_no_cameras_is_an_error(tmp_path):
 
 def test_unknown_top_level_key_suggests(tmp_path):
     assert "did you mean 'scheduler'" in error(tmp_path, cams(schedular={"max_batch": 2}))
+
+
+@pytest.mark.parametrize(
+    ("cameras", "needle"),
+    [
+        # A camera recording over the file it reads (a bare path, a file:// URL, a symlink).
+        (
+            [{"name": "door", "url": "{d}/in.mp4", "output": {"file": "{d}/in.mp4"}}],
+            "its own input",
+        ),
+        (
+            [{"name": "door", "url": "file://{d}/in.mp4", "output": {"file": "{d}/./in.mp4"}}],
+            "its own input",
+        ),
+        ([{"name": "door", "url": "{d}/link.mp4", "output": {"file": "{d}/in.mp4"}}], "own input"),
+        (
+            [
+                {"name": "door", "url": "rtsp://h/x", "output": {"file": "{d}/in.mp4"}},
+                {"name": "gate", "url": "{d}/in.mp4"},
+            ],
+            "the input of camera 'gate'",
+        ),
+        (
+            [
+                {"name": "door", "url": "rtsp://h/x", "output": {"file": "{d}/rec.mp4"}},
+                {"name": "gate", "url": "rtsp://h/y", "output": {"file": "{d}/sub/../rec.mp4"}},
+            ],
+            "record to the same output.file",
+        ),
+    ],
+)
+def test_a_recording_may_not_replace_an_input_or_another_recording(tmp_path, cameras, needle):
+    (tmp_path / "in.mp4").write_bytes(b"not really a video")
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "in.mp4")
+    (tmp_path / "sub").mkdir()
+    data = yaml.safe_load(yaml.safe_dump({"cameras": cameras}).replace("{d}", str(tmp_path)))
+    msg = error(tmp_path, data)
+    assert needle in msg and "cameras.yaml" in msg, msg
+    assert (tmp_path / "in.mp4").read_bytes() == b"not really a video"
+
+
+def test_cameras_recording_to_their_own_files_are_fine(tmp_path):
+    data = {
+        "cameras": [
+            {
+                "name": "door",
+                "url": f"{tmp_path}/a.mp4",
+                "output": {"file": f"{tmp_path}/a.rec.mp4"},
+            },
+            {
+                "name": "gate",
+                "url": f"{tmp_path}/b.mp4",
+                "output": {"file": f"{tmp_path}/b.rec.mp4"},
+            },
+        ]
+    }
+    cfg = load_service_config(write(tmp_path, data), env={})
+    assert [c.output.file.name for c in cfg.cameras] == ["a.rec.mp4", "b.rec.mp4"]
