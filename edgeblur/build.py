@@ -6,6 +6,7 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from edgeblur import assets
@@ -17,7 +18,7 @@ from edgeblur.config import (
     RuntimeConfig,
     ServiceConfig,
 )
-from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
+from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape, Zone
 from edgeblur.core.detect import Detector, RoleSpec
 from edgeblur.errors import ConfigError
 from edgeblur.models import ModelSettings
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from edgeblur.io.preview import PreviewHub
     from edgeblur.live.metrics import Metrics
     from edgeblur.live.service import Service
+
+log = logging.getLogger(__name__)
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -98,10 +101,19 @@ def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
         face_pad=cfg.face_pad,
         plate_pad=cfg.plate_pad,
         fill_rgb=cfg.fill_rgb,
+        zones=tuple(Zone(z.kind, tuple(z.points)) for z in cfg.zones),
     )
 
 
-def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
+def build_anonymizer(cfg: AnonymizeConfig, camera: str = "") -> Anonymizer:
+    ignore = sum(z.kind == "ignore" for z in cfg.zones)
+    if ignore:
+        # Said once at start: an ignore zone deliberately leaves faces visible.
+        log.warning(
+            "%s%d ignore zone(s): faces and plates centred there are NOT hidden",
+            f"{camera}: " if camera else "",
+            ignore,
+        )
     return Anonymizer(anonymize_settings(cfg))
 
 
@@ -157,7 +169,7 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
             sinks.append(PreviewSink(previews, cam.name))
         pub = Publisher(
             cam,
-            build_anonymizer(cam.anonymize),
+            build_anonymizer(cam.anonymize, cam.name),
             GuardedSinks(cam.name, sinks, m),
             m,
             metrics,

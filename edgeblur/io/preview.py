@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import cv2
 
-from edgeblur.types import CAMERA_NAME, Anonymized
+from edgeblur.types import CAMERA_NAME, CAMERA_NAME_RULE, Anonymized
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def _check_camera(camera: str) -> str:
     if not isinstance(camera, str) or not CAMERA_NAME.match(camera):
         # The name ends up in URLs and HTML; never echo something that may be a URL.
-        raise ValueError("camera name must match ^[a-z0-9_-]+$")
+        raise ValueError(f"camera name must be {CAMERA_NAME_RULE} characters")
     return camera
 
 
