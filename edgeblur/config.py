@@ -563,6 +563,17 @@ class CameraConfig(Base):
             )
         return v
 
+    @field_validator("anonymize")
+    @classmethod
+    def _hides(cls, v: AnonymizeConfig) -> AnonymizeConfig:
+        # Fail closed: outlines publish every face unhidden; they are for `blur --draw-boxes`.
+        if v.method == "boxes":
+            raise ValueError(
+                "method boxes draws outlines and hides nothing, so a camera may not publish it; "
+                "use gaussian, pixelate or fill (or face_shape: box for box-shaped masks)"
+            )
+        return v
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: SecretUrl) -> SecretUrl:

@@ -42,6 +42,8 @@ from edgeblur.types import Detections, Frame, Kind, Reason, Regions
 log = logging.getLogger(__name__)
 
 SUFFIX = "_anonymized"
+# Outlines drawn over the original faces: a name that cannot be taken for an anonymized file.
+DRAW_SUFFIX = "_boxes"
 NO_REGIONS = Regions.from_detections(Detections.empty(), -1)
 
 
@@ -67,27 +69,43 @@ class FileReport:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def default_output(src: Path) -> Path:
+def default_output(src: Path, tag: str = SUFFIX) -> Path:
     suffix = ".mp4" if src.suffix.lower() == ".gif" else src.suffix
-    return src.with_name(f"{src.stem}{SUFFIX}{suffix}")
+    return src.with_name(f"{src.stem}{tag}{suffix}")
+
+
+def _tagged(path: Path, tag: str) -> Path:
+    """``path`` with ``tag`` at the end of its stem (once)."""
+    return path if path.stem.endswith(tag) else path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
 def _media_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
 
 
-def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
+def plan(inputs: list[Path], output: Path | None, force: bool, drawing: bool = False) -> list[Job]:
     """Every (input, output) pair, checked before any work starts so a bad argument loses nothing.
 
     A folder is searched recursively and its tree mirrored under the output folder; several
     inputs need ``output`` to be a folder; one file may name its output file directly.
+    ``drawing`` (outlines over unhidden faces): every output name ends in ``_boxes``, never
+    ``_anonymized``, whatever ``output`` says.
     """
+    jobs = _plan(inputs, output, drawing)
+    if drawing:
+        jobs = [Job(j.src, _tagged(j.dest, DRAW_SUFFIX)) for j in jobs]
+    _check(jobs, inputs, force)
+    return jobs
+
+
+def _plan(inputs: list[Path], output: Path | None, drawing: bool) -> list[Job]:
+    tag = DRAW_SUFFIX if drawing else SUFFIX
     jobs: list[Job] = []
     for src in inputs:
         if not src.exists():
             raise SourceUnavailable(f"Input {src} does not exist; check the path.")
         if src.is_dir():
-            root = output if output is not None else src.with_name(src.name + SUFFIX)
+            root = output if output is not None else src.with_name(src.name + tag)
             if len(inputs) > 1 and output is not None:
                 root = output / src.name
             for f in _media_files(src):
@@ -101,12 +119,16 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
                 "bmp) or a video (mp4, mkv, mov, avi, webm, gif, ...)."
             )
         if output is None:
-            dest = default_output(src)
+            dest = default_output(src, tag)
         elif len(inputs) > 1 or output.is_dir() or not output.suffix:
             dest = output / default_output(src).name.replace(SUFFIX, "")
         else:
             dest = output
         jobs.append(Job(src, dest))
+    return jobs
+
+
+def _check(jobs: list[Job], inputs: list[Path], force: bool) -> None:
     for job in jobs:
         if is_video(job.src) and job.dest.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
             raise UnsupportedInput(
@@ -126,7 +148,6 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
             raise OutputExists(f"Output {job.dest} already exists; pass --force to overwrite it.")
     if not jobs:
         raise SourceUnavailable(f"No images or videos found in {', '.join(map(str, inputs))}.")
-    return jobs
 
 
 def regions_to_json(regions: Regions) -> list[dict]:
