@@ -20,7 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 from edgeblur import __version__
@@ -116,6 +124,11 @@ class Metrics:
         # clean, independent series.
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # No *_created series: they double the exposition and no dashboard reads them (this is
+        # process-wide in prometheus_client, hence here, before any family is made).
+        disable_created_metrics()
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+        ProcessCollector(registry=r)
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraMetrics] = {}
         self._series: dict[str, list[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
@@ -195,8 +208,10 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "edgeblur_stage_seconds",
-            "Time spent in one pipeline stage (per call; a batched stage observes once per batch).",
-            ["stage"],
+            "Time spent in one pipeline stage. preprocess, inference and postprocess: per batch "
+            "of a detector group (group label); decode, track, anonymize and encode: per frame "
+            "(group empty).",
+            ["stage", "group"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -219,7 +234,7 @@ class Metrics:
             ["camera", "sink"],
             registry=r,
         )
-        self._stages = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
+        self._stages = {(s, ""): self.stage_seconds.labels(stage=s, group="") for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
         """The handle of camera ``name``, creating every one of its series at 0 (idempotent)."""
@@ -269,9 +284,19 @@ class Metrics:
         with self._lock:
             return sorted(self._cameras)
 
-    def stage(self, stage: str) -> Histogram:
-        """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``)."""
-        return self._stages[_check_choice("stage", stage, STAGES)]
+    def stage(self, stage: str, group: str = "") -> Histogram:
+        """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``) for detector
+        ``group`` (the inference worker's name; empty for the per-frame stages)."""
+        key = (_check_choice("stage", stage, STAGES), group)
+        child = self._stages.get(key)
+        if child is None:
+            if group:
+                check_label("group name", group)
+            with self._lock:
+                child = self._stages.setdefault(
+                    key, self.stage_seconds.labels(stage=stage, group=group)
+                )
+        return child
 
     def batch(self, model: str) -> Histogram:
         """The ``edgeblur_inference_batch_size`` child of ``model`` (its config name)."""

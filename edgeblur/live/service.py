@@ -127,7 +127,7 @@ class InferenceWorker:
                     self.busy_since = None
                 self.metrics.batch(self.group).observe(len(todo))
                 for stage, seconds in self.detector.times.last.items():
-                    self.metrics.stage(stage).observe(seconds)
+                    self.metrics.stage(stage, self.group).observe(seconds)
             for frame, pub in batch:
                 cut = cuts[id(frame)]
                 needs = frame.index % pub.stride == 0 or cut
