@@ -52,6 +52,7 @@ BLUR_OVERRIDES = {
     "plate_pad": "anonymize.plate_pad",
     "shape": "anonymize.face_shape",
     "quality": "encode.crf",
+    "metadata": "encode.metadata",
     "threads": "runtime.threads",
 }
 
@@ -333,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Draw outlines over the original faces instead of hiding them, for checking "
         "detections; the output is named *_boxes and is NOT anonymized.",
+    )
+    b.add_argument(
+        "--strip-metadata",
+        dest="metadata",
+        action="store_const",
+        const="strip",
+        help="Videos: also drop the creation time and language tags (GPS, camera make, model "
+        "and serials are always dropped; images keep no metadata).",
     )
     b.add_argument("--quality", type=int, help="Video CRF, 0-51, lower is better (default 20).")
     b.add_argument("--threads", type=int, help="Inference threads per model (default: all cores).")

@@ -208,6 +208,12 @@ class EncodeConfig(Base):
     codec: str = Field("libx264", description="FFmpeg encoder name.")
     crf: int = Field(20, ge=0, le=51, description="Quality: lower is better and larger.")
     preset: str = "veryfast"
+    metadata: Literal["keep", "strip"] = Field(
+        "keep",
+        description="Videos: keep the creation time and language tags (GPS, camera make, model "
+        "and serials are always dropped) or strip them too. Colour tags are always kept; "
+        "images keep no metadata.",
+    )
 
 
 class JobConfig(Base):

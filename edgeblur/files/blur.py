@@ -198,7 +198,9 @@ class FileAnonymizer:
             grow_per_frame=t.grow_per_frame,
         )
         e = cfg.encode
-        self.encode = EncodeSettings(codec=e.codec, crf=e.crf, preset=e.preset)
+        self.encode = EncodeSettings(
+            codec=e.codec, crf=e.crf, preset=e.preset, keep_metadata=e.metadata == "keep"
+        )
 
     # -- images --------------------------------------------------------------------------------
     def image_regions(self, image: np.ndarray) -> Regions:
