@@ -101,18 +101,20 @@ def cmd_blur(args: argparse.Namespace) -> int:
         )
     detector = build_detector(cfg.detect, cfg.runtime)
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
-    quiet = args.quiet or not sys.stderr.isatty()
-    files = tqdm(jobs, unit="file", disable=quiet or len(jobs) == 1, file=sys.stderr)
+    # Bars only on a terminal (or with --progress); a log or pipe gets one line per file.
+    bars = not args.quiet and (args.progress or sys.stderr.isatty())
+    files = tqdm(jobs, unit="file", disable=not bars or len(jobs) == 1, file=sys.stderr)
     bar = None
 
     def progress(stage: str, n: int, total: int) -> None:
         nonlocal bar
-        if quiet:
+        if not bars:
             return
         if bar is None or bar.desc != stage:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=False, file=sys.stderr)
+            # leave=True: the finished bar stays, with its frame count and final rate.
+            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=True, file=sys.stderr)
         bar.update(n - bar.n)
 
     for job in files:
@@ -122,10 +124,11 @@ def cmd_blur(args: argparse.Namespace) -> int:
             bar = None
         if args.json:
             write_sidecar(report, job.dest.with_name(job.dest.name + ".json"))
+        rate = "" if report.frames <= 1 else f", {report.fps:.1f} fps"
+        frames = "" if report.frames <= 1 else f"{report.frames} frame(s), "
         print(
-            f"{job.src} -> {job.dest}: {report.frames} frame(s), "
-            f"{report.regions} region(s) hidden, "
-            f"{report.fps:.1f} fps"
+            f"{job.src} -> {job.dest}: {frames}{report.regions} region(s) hidden{rate}",
+            flush=True,
         )
     return 0
 
@@ -352,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("-f", "--force", action="store_true", help="Overwrite existing outputs.")
     b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
+    b.add_argument(
+        "--progress",
+        action="store_true",
+        help="Progress bars on stderr even when it is not a terminal (default: only on one).",
+    )
     b.set_defaults(func=cmd_blur)
 
     sv = sub.add_parser("serve", help="Run the live service: cameras in, anonymized streams out.")
