@@ -177,10 +177,16 @@ def windows(
 def hidden_mask(
     regions: Regions, settings: AnonymizeSettings, size_wh: tuple[int, int]
 ) -> np.ndarray:
-    """Boolean H×W mask of every pixel the anonymizer hides for these regions (for evaluation)."""
+    """Boolean H×W mask of every pixel the anonymizer hides for these regions and the settings'
+    zones (for evaluation)."""
     w, h = size_wh
     mask = np.zeros((h, w), dtype=bool)
-    for win in windows(regions, settings, size_wh):
+    wins = []
+    if settings.zones:
+        zones = rasterise_zones(settings.zones, size_wh)
+        regions = outside_ignore(regions, zones.ignore)
+        wins = zones.hide
+    for win in [*windows(regions, settings, size_wh), *wins]:
         if win.mask is None:
             mask[win.y1 : win.y2, win.x1 : win.x2] = True
         else:

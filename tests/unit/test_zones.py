@@ -115,3 +115,12 @@ def test_every_camera_gets_its_zones_and_ignore_zones_are_logged(tmp_path, caplo
     kinds = [z.kind for z in anonymizer.settings.zones]
     assert kinds == [ZoneKind.HIDE, ZoneKind.IGNORE]
     assert "gate: 1 ignore zone(s)" in caplog.text and "NOT hidden" in caplog.text
+
+
+def test_hidden_mask_counts_hide_zones_and_leaves_out_ignored_regions() -> None:
+    from edgeblur.core.anonymize import hidden_mask
+
+    poster = Zone("ignore", ((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)))
+    settings = AnonymizeSettings(zones=(HIDE_LEFT, poster))
+    mask = hidden_mask(face([250, 100, 290, 140]), settings, (W, H))
+    assert mask[:, : W // 2 - 1].all() and not mask[:, W // 2 + 1 :].any()
