@@ -166,7 +166,10 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
         if out.file:
             sinks.append(FileSink(cam.name, out.file, enc, metrics=m))
         if out.preview and previews is not None:
-            sinks.append(PreviewSink(previews, cam.name))
+            outlines = tuple(
+                (z.kind, tuple(z.points)) for z in cam.anonymize.zones if out.preview_zones
+            )
+            sinks.append(PreviewSink(previews, cam.name, outlines=outlines))
         pub = Publisher(
             cam,
             build_anonymizer(cam.anonymize, cam.name),

@@ -517,6 +517,11 @@ class OutputConfig(Base):
     )
     file: Path | None = Field(None, description="Also record to this file (renamed when closed).")
     preview: bool = Field(True, description="Low-rate MJPEG preview on the HTTP server.")
+    preview_zones: bool = Field(
+        False,
+        description="Draw the privacy zones' outlines on the preview (never on the stream or the "
+        "file), to check where they lie.",
+    )
     encode: OutputEncodeConfig = OutputEncodeConfig()
 
     @field_validator("rtsp")

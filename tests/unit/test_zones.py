@@ -124,3 +124,20 @@ def test_hidden_mask_counts_hide_zones_and_leaves_out_ignored_regions() -> None:
     settings = AnonymizeSettings(zones=(HIDE_LEFT, poster))
     mask = hidden_mask(face([250, 100, 290, 140]), settings, (W, H))
     assert mask[:, : W // 2 - 1].all() and not mask[:, W // 2 + 1 :].any()
+
+
+def test_preview_draws_zone_outlines_on_its_copy_only() -> None:
+    import cv2
+
+    from edgeblur.io.preview import PreviewHub, PreviewSink
+
+    hub = PreviewHub()
+    outline = (("hide", ((0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75))),)
+    sink = PreviewSink(hub, "Gate.1", quality=95, outlines=outline)
+    image = np.zeros((H, W, 3), np.uint8)
+    sink.write(Anonymizer().apply(Frame("Gate.1", 0, image), NONE))
+    assert not image.any()  # the frame the stream and file get is untouched
+    jpeg = cv2.imdecode(np.frombuffer(hub.latest("Gate.1")[1], np.uint8), cv2.IMREAD_COLOR)
+    b, g, r = jpeg[H // 4, W // 2].tolist()  # on the top edge: amber
+    assert r > 200 and 120 < g < 230 and b < 80
+    assert not jpeg[H // 2, W // 2].any() or jpeg[H // 2, W // 2].max() < 20  # inside: as it was
