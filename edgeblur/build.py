@@ -134,8 +134,8 @@ def build_service(cfg: ServiceConfig, metrics: Metrics, previews: PreviewHub | N
         out = cam.output
         if not (out.rtsp or out.file or out.preview):
             raise ConfigError(
-                f"Camera '{cam.name}' has no output; set cameras.{cam.name}.output.rtsp, .file "
-                "or .preview."
+                f"Camera '{cam.name}' has no output; set its output.rtsp, output.file or "
+                "output.preview."
             )
         m = metrics.camera(cam.name)
         s = cam.source
