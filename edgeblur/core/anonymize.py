@@ -318,7 +318,9 @@ class Anonymizer:
         if win.mask is None:
             roi[:] = hidden
         else:
-            roi[win.mask] = hidden[win.mask]
+            # copyto with a broadcast mask: several times faster than boolean indexing on the
+            # large windows of zones, same pixels.
+            np.copyto(roi, hidden, where=win.mask[:, :, None])
 
     def hide_whole(self, frame: Frame, regions: Regions) -> Anonymized:
         """Fail-closed fallback: hide the whole frame (used when it could not be checked)."""
