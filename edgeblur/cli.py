@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,16 @@ from edgeblur.errors import ConfigError, EdgeblurError
 
 if TYPE_CHECKING:
     from edgeblur.config import ServiceConfig
+    from edgeblur.io.preview import PreviewHub
+    from edgeblur.live.metrics import Metrics
+    from edgeblur.live.service import Service
 
 log = logging.getLogger("edgeblur")
+
+# Python runs a signal handler on the main thread only when that thread runs; Linux may deliver
+# SIGHUP/SIGTERM to a decoder or inference thread instead, which leaves a main thread blocked in
+# an untimed wait asleep (a SIGHUP seen minutes later, or never). Waking this often bounds that.
+SIGNAL_POLL_S = 0.5
 
 
 def _set(d: dict[str, Any], path: str, value: Any) -> None:
@@ -157,13 +167,14 @@ def demo_config(port: int | None) -> ServiceConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
-    from edgeblur.build import build_service
+    from edgeblur.build import check_service
     from edgeblur.config import HttpConfig, ServeFlags, check_flags, load_service_config
     from edgeblur.io.preview import PreviewHub
+    from edgeblur.live.host import ServiceHost
     from edgeblur.live.http import HttpServer
     from edgeblur.live.metrics import Metrics
+    from edgeblur.live.reload import reload_service
     from edgeblur.secrets import install_log_redaction
 
     check_flags(ServeFlags, {"--port": args.port, "--duration": args.duration})
@@ -175,36 +186,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(cfg.log_level.upper())
     install_log_redaction()
+    check_service(cfg)  # a bad camera list or a missing model: one sentence, before HTTP
     metrics = Metrics()
     previews = PreviewHub()
-    service = build_service(cfg, metrics, previews)
+    host = ServiceHost(cfg)
+    # HTTP first: /metrics and /healthz answer, and /status says "building engines", during a
+    # first engine build that can take minutes; /readyz stays 503 until the cameras publish.
     http = HttpServer(
-        cfg.http.bind,
-        cfg.http.port,
-        metrics,
-        service.status,
-        service.ready,
-        service.alive,
-        previews,
+        cfg.http.bind, cfg.http.port, metrics, host.status, host.ready, host.alive, previews
     )
     http.start()
-    stop = threading.Event()
+    base = f"http://{cfg.http.bind}:{http.port}"
+    print(f"edgeblur: building engines; status {base}/status, metrics {base}/metrics", flush=True)
+    wake, stop, hup = threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
+        log.info("received %s", signal.Signals(signum).name)
+        (hup if signum == signal.SIGHUP else stop).set()
+        wake.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        service = _build_until(cfg, metrics, previews, wake, stop)
+    except BaseException:
+        http.stop()
+        http.join(2.0)
+        raise
+    if service is None:  # stopped while building
+        http.stop()
+        return 0 if http.join(2.0) else 3
+    host.attach(service)
     service.start()
     names = ", ".join(c.name for c in cfg.cameras if c.enabled)
-    base = f"http://{cfg.http.bind}:{http.port}"
     print(
         f"edgeblur: serving {names}; previews {base}/, status {base}/status, "
         f"metrics {base}/metrics",
         flush=True,
     )
-    stop.wait(args.duration)
+    while not stop.is_set():
+        if hup.is_set():  # checked before waiting: a SIGHUP during the build is not lost
+            hup.clear()
+            if args.config is None:
+                log.warning("reload: --demo has no config file to re-read; nothing reloaded.")
+                continue
+            if reload_service(host, args.config, metrics, previews):
+                service = host.service or service
+            continue
+        left = SIGNAL_POLL_S if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            break
+        wake.wait(min(left, SIGNAL_POLL_S))
+        wake.clear()
     service.stop()
     stuck = service.join(5.0)
     http.stop()
@@ -214,6 +248,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"edgeblur: threads did not stop in time: {', '.join(stuck)}", file=sys.stderr)
         return 3
     return 0
+
+
+def _build_until(
+    cfg: ServiceConfig,
+    metrics: Metrics,
+    previews: PreviewHub,
+    wake: threading.Event,
+    stop: threading.Event,
+) -> Service | None:
+    """The built Service, or None if ``stop`` came first. The build runs on a daemon thread so
+    that SIGTERM during a long engine build ends the process at once; its error is raised here."""
+    from edgeblur.build import build_service
+
+    got: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            got["service"] = build_service(cfg, metrics, previews)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            got["error"] = exc
+        wake.set()
+
+    threading.Thread(target=build, name="build", daemon=True).start()
+    while not stop.is_set() and not got:
+        wake.wait(SIGNAL_POLL_S)
+        wake.clear()
+    if "error" in got:
+        raise got["error"]
+    return None if stop.is_set() else got["service"]
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -116,8 +116,23 @@ class DetectorConfig(Base):
         1,
         ge=1,
         le=4,
-        description="2 or more: also detect on a tiles×tiles grid of crops; finds smaller faces in "
-        "large frames, costs tiles² + 1 model runs per frame.",
+        description="2 or more: also detect on a tiles×tiles grid of overlapping crops at full "
+        "resolution; finds smaller faces. Stills run every tile; videos tiles_per_run of them.",
+    )
+    tiles_per_run: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Videos: tiles looked at per detection besides the whole frame, in "
+        "rotation (each part of the frame is seen at full resolution every tiles²/n runs); "
+        "0 = every tile every time.",
+    )
+    stride: int | None = Field(
+        None,
+        ge=1,
+        le=30,
+        description="Detect this role every k-th frame (tracked in between); default "
+        "detect.stride.",
     )
 
     @field_validator("input_width")
@@ -131,7 +146,9 @@ class DetectorConfig(Base):
 
 
 class FaceDetectorConfig(DetectorConfig):
-    pass
+    # 2: full-resolution tiles in rotation find the 10-40 px faces of crowds and high-mounted
+    # cameras that a 640-px pass of the whole frame misses (see benchmarks/README.md).
+    tiles: int = Field(2, ge=1, le=4)
 
 
 class PlateDetectorConfig(DetectorConfig):
@@ -148,6 +165,16 @@ class DetectConfig(Base):
     stride: int = Field(
         1, ge=1, le=30, description="Detect every k-th frame, track in between; higher is faster."
     )
+    auto: bool = Field(
+        True,
+        description="serve: when detection cannot keep up with a camera's rate, detect less "
+        "often (plates first), never beyond fail_closed.max_unchecked_ms; the strides and "
+        "tiles above are the most thorough schedule it uses. blur and eval ignore it.",
+    )
+
+    def stride_of(self, role: Literal["face", "plate"]) -> int:
+        cfg = self.faces if role == "face" else self.plates
+        return cfg.stride if cfg.stride is not None else self.stride
 
 
 class TrackConfig(Base):
@@ -601,7 +628,14 @@ class CameraConfig(Base):
 
 
 class SchedulerConfig(Base):
-    max_batch: int = Field(8, ge=1, le=64, description="Frames of all cameras per model call.")
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Frames of all cameras per model call; default 8 on a GPU, 1 on a CPU "
+        "(which gains nothing from batching: 1.01x measured, and a big batch delays every "
+        "camera in it).",
+    )
     max_wait_ms: int = Field(
         10, ge=0, le=1000, description="How long a batch waits to fill; adds that much latency."
     )

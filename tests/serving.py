@@ -153,7 +153,13 @@ class LeakJudge:
         cfg = JobConfig.model_validate(
             {
                 "detect": {
-                    "faces": {"model": "yolov8n-face", "threshold": 0.5, "input_width": 320},
+                    # tiles 1: calibrated on whole frames (tiles upscale blurred crops).
+                    "faces": {
+                        "model": "yolov8n-face",
+                        "threshold": 0.5,
+                        "input_width": 320,
+                        "tiles": 1,
+                    },
                     "plates": {"enabled": False},
                 }
             }
@@ -179,14 +185,14 @@ class FaultyDetector:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def detect(self, images: list[np.ndarray]):
+    def detect(self, images: list[np.ndarray], plans: Any = None):
         self.calls += 1
         if time.monotonic() < self.raise_until:
             raise RuntimeError("injected inference fault")
         if self.hang_s:
             hang, self.hang_s = self.hang_s, 0.0
             time.sleep(hang)
-        return self.inner.detect(images)
+        return self.inner.detect(images, plans)
 
 
 def inject(run: Running) -> FaultyDetector:

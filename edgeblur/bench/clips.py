@@ -140,10 +140,23 @@ def deface_venv() -> Path:
 
 def run_deface(exe: Path, clip: str, scale: str | None = None) -> dict:
     """deface on ``clip`` as a whole process: frames / wall-clock seconds, CPU, peak RSS."""
+    cmd = [str(exe), clip]
+    cmd += ["--scale", scale] if scale else []
+    return run_whole(cmd, clip, "deface")
+
+
+def run_blur(clip: str, config: str | None = None) -> dict:
+    """`edgeblur blur` on ``clip`` as a whole process (model load, both passes, encode)."""
+    cmd = [sys.executable, "-m", "edgeblur", "blur", clip, "--force"]
+    cmd += ["-c", config] if config else []
+    return run_whole(cmd, clip, "blur")
+
+
+def run_whole(cmd: list[str], clip: str, name: str) -> dict:
+    """Run ``cmd`` + ``-o <tmp>/out.mp4``: frames of ``clip`` / wall seconds, CPU, peak RSS."""
     frames = clip_frames(Path(clip))
-    with tempfile.TemporaryDirectory(prefix="edgeblur-deface-") as tmp:
-        cmd = [str(exe), clip, "-o", str(Path(tmp) / "out.mp4")]
-        cmd += ["--scale", scale] if scale else []
+    with tempfile.TemporaryDirectory(prefix=f"edgeblur-{name}-") as tmp:
+        cmd = [*cmd, "-o", str(Path(tmp) / "out.mp4")]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _pid, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU and peak RSS
@@ -152,10 +165,10 @@ def run_deface(exe: Path, clip: str, scale: str | None = None) -> dict:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         proc.stderr and proc.stderr.close()
     if proc.returncode:
-        raise ToolUnavailable(f"deface exited {proc.returncode} on {clip}: {err[-500:]}")
+        raise ToolUnavailable(f"{name} exited {proc.returncode} on {clip}: {err[-500:]}")
     return {
         "fps_total": frames / wall,
-        "fps": {"deface": frames / wall},
+        "fps": {name: frames / wall},
         "elapsed_s": wall,
         "frames": frames,
         "cpu_cores": (usage.ru_utime + usage.ru_stime) / wall,

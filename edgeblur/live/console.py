@@ -110,7 +110,7 @@ def render(status: dict, *, previews: bool = True) -> str:
     """The whole console page from a (scrubbed) /status dict."""
     cams = [c for c in status.get("cameras", []) if isinstance(c, dict)]
     tiles = "\n".join(_tile(c, previews) for c in cams) or '<p class="none">No cameras.</p>'
-    # Each runtime entry names its model ("centerface: CPUExecutionProvider").
+    # Each runtime entry names its model ("centerface: onnxruntime-cpu fp32").
     runtimes = [
         ", ".join(map(str, g.get("runtime") or [])) or str(g.get("group"))
         for g in status.get("inference", [])

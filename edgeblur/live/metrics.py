@@ -13,6 +13,7 @@ on, so a camera that never produced a frame reads 0 instead of being absent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -50,6 +51,8 @@ REGION_REASONS = tuple(r.name.lower() for r in Reason)  # detected, tracked
 STAGES = ("decode", "preprocess", "inference", "postprocess", "track", "anonymize", "encode")
 QUEUES = ("source", "publish")
 SINKS = ("rtsp", "file")
+ROLES = ("face", "plate")  # detector roles, as the schedule gauges label them
+RELOAD_RESULTS = ("applied", "unchanged", "failed")
 
 
 def check_label(what: str, value: str) -> str:
@@ -222,6 +225,24 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.detect_stride = Gauge(
+            "edgeblur_detect_stride",
+            "Frames between detector runs of a role now (detect.auto may raise it under load).",
+            ["group", "role"],
+            registry=r,
+        )
+        self.detect_tiles = Gauge(
+            "edgeblur_detect_tiles",
+            "Tile grid (tiles x tiles) a role also looks at in rotation now; 1 = none.",
+            ["group", "role"],
+            registry=r,
+        )
+        self.detect_auto_level = Gauge(
+            "edgeblur_detect_auto_level",
+            "detect.auto's rung: 0 = the configured schedule, higher = detecting less often.",
+            ["group"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "edgeblur_queue_depth",
             "Frames waiting in a camera's queue, read at scrape time.",
@@ -234,6 +255,21 @@ class Metrics:
             ["camera", "sink"],
             registry=r,
         )
+        self.runtime_info = Gauge(
+            "edgeblur_runtime_info",
+            "1 per detector group and model: the runtime it actually runs on (tensorrt, "
+            "onnxruntime-cuda, onnxruntime-cpu, openvino-cpu, openvino-gpu) and its precision.",
+            ["group", "model", "runtime", "precision"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "edgeblur_reloads_total",
+            "SIGHUP reloads of the camera file: applied, unchanged (no camera differed) or "
+            "failed (the previous configuration kept running).",
+            ["result"],
+            registry=r,
+        )
+        self._reloads = {x: self.reloads.labels(result=x) for x in RELOAD_RESULTS}
         self._stages = {(s, ""): self.stage_seconds.labels(stage=s, group="") for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
@@ -284,6 +320,19 @@ class Metrics:
         with self._lock:
             return sorted(self._cameras)
 
+    def set_runtimes(self, runtimes: list[tuple[str, str, str, str]]) -> None:
+        """Replace every ``edgeblur_runtime_info`` series by ``(group, model, runtime,
+        precision)`` rows, so a group gone after a reload is no longer exported."""
+        rows = [tuple(check_label("runtime label", v) for v in row) for row in runtimes]
+        with self._lock:
+            self.runtime_info.clear()
+            for row in rows:
+                self.runtime_info.labels(*row).set(1)
+
+    def reloaded(self, result: str) -> None:
+        """Count one reload by its result (one of ``RELOAD_RESULTS``)."""
+        self._reloads[_check_choice("reload result", result, RELOAD_RESULTS)].inc()
+
     def stage(self, stage: str, group: str = "") -> Histogram:
         """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``) for detector
         ``group`` (the inference worker's name; empty for the per-frame stages)."""
@@ -297,6 +346,30 @@ class Metrics:
                     key, self.stage_seconds.labels(stage=stage, group=group)
                 )
         return child
+
+    def schedule(self, group: str, level: int, roles: dict[str, tuple[int, int]]) -> None:
+        """The inference group's schedule in force: rung, and (stride, tiles) per role."""
+        check_label("group name", group)
+        self.detect_auto_level.labels(group=group).set(level)
+        for role, (stride, tiles) in roles.items():
+            self.detect_stride.labels(group=group, role=role).set(stride)
+            self.detect_tiles.labels(group=group, role=role).set(tiles)
+
+    def remove_group(self, group: str) -> None:
+        """Drop the series of an inference group a reload removed: its schedule gauges (a stale
+        stride or rung would read as if the group still ran) and its stage_seconds children, so
+        nothing is exported under a group that no longer exists."""
+        with self._lock:
+            stages = [k for k in self._stages if k[1] == group and group]
+            for key in stages:
+                del self._stages[key]
+            for family, values in (
+                *((f, (group, r)) for f in (self.detect_stride, self.detect_tiles) for r in ROLES),
+                (self.detect_auto_level, (group,)),
+                *((self.stage_seconds, key) for key in stages),
+            ):
+                with contextlib.suppress(KeyError):
+                    family.remove(*values)
 
     def batch(self, model: str) -> Histogram:
         """The ``edgeblur_inference_batch_size`` child of ``model`` (its config name)."""

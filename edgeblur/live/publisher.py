@@ -16,16 +16,14 @@ from dataclasses import dataclass, field
 
 from edgeblur.config import CameraConfig
 from edgeblur.core.anonymize import Anonymizer
-from edgeblur.core.gate import GateSettings, Verdict, judge
-from edgeblur.core.track import TrackConfig as TrackerSettings
-from edgeblur.core.track import Tracker
+from edgeblur.core.gate import Verdict
+from edgeblur.core.step import Checker, Plan
 from edgeblur.io.sink import Sink
 from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.types import Anonymized, Detections, Frame, Kind, Reason, Regions
 
 log = logging.getLogger(__name__)
 
-NO_REGIONS = Regions.from_detections(Detections.empty(), -1)
 # Frames waiting for a camera's publisher; more is latency, not throughput. It must hold a whole
 # inference batch of one camera: with max_batch 8 and a queue of 4, a batch overflowed it and
 # 24% of frames were dropped (edgeblur bench, 720p, pace block).
@@ -34,12 +32,12 @@ PUBLISH_QUEUE = 4
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """One frame on its way to the publisher, with what the detector said about it."""
+    """One frame on its way to the publisher, with its plan and what the detector said."""
 
     frame: Frame
-    detections: Detections | None  # None: the detector did not run on this frame
-    failed: bool = False
-    cut: bool = False  # a new shot starts here: old tracks and old detections vouch for nothing
+    plan: Plan
+    detections: Detections | None  # of the roles in plan.due; None: none ran on this frame
+    failed: bool = False  # inference of this frame's due roles raised or was lost
 
 
 class GuardedSinks:
@@ -98,6 +96,7 @@ class Publisher:
     def __init__(
         self,
         cam: CameraConfig,
+        checker: Checker,
         anonymizer: Anonymizer,
         sinks: GuardedSinks,
         metrics: CameraMetrics,
@@ -110,30 +109,11 @@ class Publisher:
         self.sinks = sinks
         self.metrics = metrics
         self.stage_metrics = stage_metrics
-        t = cam.track
-        self.tracker = (
-            Tracker(
-                TrackerSettings(
-                    coast_frames=t.coast_frames,
-                    iou_threshold=t.iou_threshold,
-                    grow_per_frame=t.grow_per_frame,
-                )
-            )
-            if t.enabled
-            else None
-        )
-        fc = cam.fail_closed
-        self.gate = GateSettings(
-            max_unchecked_s=fc.max_unchecked_ms / 1000,
-            max_latency_s=fc.max_latency_ms / 1000,
-            tracking=t.enabled,
-        )
+        self.checker = checker
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max(PUBLISH_QUEUE, queue_size))
-        self.stride = cam.detect.stride
-        self.last_detected_t: float | None = None
-        self.last_index = -1
         self.last_publish_monotonic: float | None = None
         self.last_error: str | None = None
+        self.overflows = 0
         self.rate_out = Rate()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"publish:{self.name}")
@@ -154,6 +134,7 @@ class Publisher:
         try:
             self.queue.put_nowait(work)
         except queue.Full:
+            self.overflows += 1  # detect.auto reads it: the pipeline fell behind
             self.metrics.frames[Verdict.LATE.value].inc()
 
     # -- the loop --------------------------------------------------------------------------------
@@ -172,40 +153,23 @@ class Publisher:
         self.sinks.close()
 
     def _regions(self, work: Work) -> Regions:
-        frame = work.frame
-        if work.cut or frame.index < self.last_index:
-            # A new shot, or the source restarted its numbering: old tracks mean nothing, and
-            # only a detection on this frame or later may vouch for what follows.
-            self.last_detected_t = None
-            if self.tracker is not None:
-                self.tracker.reset()
-        self.last_index = frame.index
         dets = None if work.failed else work.detections
         if dets is not None:
-            self.last_detected_t = frame.t_decoded
             for kind in (Kind.FACE, Kind.PLATE):
                 n = int((dets.kind == kind).sum())
                 if n:
                     self.metrics.detections[kind.name.lower()].inc(n)
-        if self.tracker is None:
-            return Regions.from_detections(dets, frame.index) if dets is not None else NO_REGIONS
         t0 = time.perf_counter()
-        regions = self.tracker.update(dets, frame.index, period=self.stride)
-        self.stage_metrics.stage("track").observe(time.perf_counter() - t0)
-        self.metrics.tracks_active.set(self.tracker.active_tracks)
+        regions = self.checker.regions(work.frame, work.plan, dets, failed=work.failed)
+        if self.checker.tracker is not None:
+            self.stage_metrics.stage("track").observe(time.perf_counter() - t0)
+            self.metrics.tracks_active.set(self.checker.tracker.active_tracks)
         return regions
 
     def handle(self, work: Work) -> None:
         frame = work.frame
         regions = self._regions(work)
-        verdict = judge(
-            self.gate,
-            detected=work.detections is not None and not work.failed,
-            failed=work.failed,
-            t_decoded=frame.t_decoded,
-            last_detected_t=self.last_detected_t,
-            now=time.monotonic(),
-        )
+        verdict = self.checker.verdict(frame, work.plan, work.failed, now=time.monotonic())
         if verdict is Verdict.PUBLISH:
             t0 = time.perf_counter()
             try:

@@ -18,15 +18,18 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from edgeblur import __version__
 from edgeblur.config import CameraConfig, ServiceConfig
 from edgeblur.core.detect import Detector
-from edgeblur.core.shots import CutDetector
+from edgeblur.core.step import Cadence, Planner
 from edgeblur.io.source import Source
 from edgeblur.live.metrics import CameraMetrics, Metrics
 from edgeblur.live.publisher import Publisher, Work
+from edgeblur.live.schedule import AutoCadence, stride_limit
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Detections, Frame
 
@@ -36,7 +39,11 @@ READY_WINDOW_S = 5.0  # /readyz: every enabled camera published within this long
 
 
 class InferenceWorker:
-    """Batches frames of every camera sharing one detector; one thread ``infer:<group>``."""
+    """Batches frames of every camera sharing one detector; one thread ``infer:<group>``.
+
+    Per camera it owns the ``Planner`` (cut detection, which roles and tiles are due), so the
+    detector runs only on what is due; with ``auto`` it also owns the group's ``AutoCadence``.
+    """
 
     def __init__(
         self,
@@ -46,6 +53,9 @@ class InferenceWorker:
         max_batch: int,
         max_wait_ms: int,
         metrics: Metrics,
+        cadence: Mapping[str, Cadence] | None = None,
+        auto: AutoCadence | None = None,
+        max_unchecked_s: Mapping[str, float] | None = None,
     ):
         self.group = group
         self.detector = detector
@@ -59,7 +69,12 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"infer:{group}")
         self._rr = 0  # round-robin start, so no camera is always first into a full batch
-        self._cuts: dict[str, CutDetector] = {pub.name: CutDetector() for _src, pub in cameras}
+        base = dict(cadence or {role: Cadence() for role in detector.role_names})
+        self.base = base
+        self.auto = auto
+        self.planners: dict[str, Planner] = {pub.name: Planner(base) for _src, pub in cameras}
+        self._max_unchecked_s = dict(max_unchecked_s or {})
+        self._rate: dict[str, tuple[int, float, float]] = {}  # camera → (index, t, fps)
 
     def start(self) -> None:
         self._thread.start()
@@ -103,45 +118,106 @@ class InferenceWorker:
                 self.wake.wait(0.1)
         return batch
 
+    def step(self, batch: list[tuple[Frame, Publisher]]) -> None:
+        """Plan, detect what is due, and hand every frame to its publisher (in order)."""
+        plans = [self.planners[pub.name].plan(f.index, f.image) for f, pub in batch]
+        todo = [k for k, plan in enumerate(plans) if plan.due]
+        results: dict[int, Detections] = {}
+        failed = False
+        busy = 0.0
+        if todo:
+            t0 = time.monotonic()
+            self.busy_since = t0
+            try:
+                dets = self.detector.detect(
+                    [batch[k][0].image for k in todo], [plans[k] for k in todo]
+                )
+                results = dict(zip(todo, dets, strict=True))
+            except Exception as exc:  # every frame of the batch is then unchecked
+                failed = True
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: inference failed for %d frame(s)", self.group, len(todo))
+            finally:
+                self.busy_since = None
+                busy = time.monotonic() - t0
+            self.metrics.batch(self.group).observe(len(todo))
+            for stage, seconds in self.detector.times.last.items():
+                self.metrics.stage(stage, self.group).observe(seconds)
+        for k, (frame, pub) in enumerate(batch):
+            plan = plans[k]
+            pub.offer(Work(frame, plan, results.get(k), failed=failed and bool(plan.due)))
+        self._measure_rates(batch)
+        if self.auto is not None:
+            self._adapt(busy)
+
     def _run(self) -> None:
+        self._export_schedule()
         while not self._stop.is_set():
             batch = self._gather()
-            if not batch:
-                continue
-            # A cut frame is always detected, whatever the stride: tracks end at the cut.
-            cuts = {id(f): self._cuts[p.name].is_cut(f.image) for f, p in batch}
-            todo = [(f, p) for f, p in batch if f.index % p.stride == 0 or cuts[id(f)]]
-            results: dict[int, Detections] = {}
-            failed = False
-            if todo:
-                self.busy_since = time.monotonic()
-                try:
-                    dets = self.detector.detect([f.image for f, _ in todo])
-                    for (f, _p), d in zip(todo, dets, strict=True):
-                        results[id(f)] = d
-                except Exception as exc:  # every frame of the batch is then unchecked
-                    failed = True
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("%s: inference failed for %d frame(s)", self.group, len(todo))
-                finally:
-                    self.busy_since = None
-                self.metrics.batch(self.group).observe(len(todo))
-                for stage, seconds in self.detector.times.last.items():
-                    self.metrics.stage(stage, self.group).observe(seconds)
-            for frame, pub in batch:
-                cut = cuts[id(frame)]
-                needs = frame.index % pub.stride == 0 or cut
-                pub.offer(
-                    Work(frame, results.get(id(frame)), failed=failed and needs, cut=cut)
-                    if needs
-                    else Work(frame, None)
-                )
+            if batch:
+                self.step(batch)
+
+    # -- detect.auto -----------------------------------------------------------------------------
+    def _measure_rates(self, batch: list[tuple[Frame, Publisher]]) -> None:
+        """Each camera's decoded rate, from frame indices (drops do not lower it)."""
+        for frame, pub in batch:
+            idx, t, fps = self._rate.get(pub.name, (frame.index, frame.t_decoded, 0.0))
+            if frame.index > idx and frame.t_decoded - t >= 1.0:
+                fps = (frame.index - idx) / (frame.t_decoded - t)
+                self._rate[pub.name] = (frame.index, frame.t_decoded, fps)
+            elif pub.name not in self._rate or frame.index < idx:
+                self._rate[pub.name] = (frame.index, frame.t_decoded, fps)
+
+    def _limit(self, camera: str) -> int:
+        fps = self._rate.get(camera, (0, 0.0, 0.0))[2]
+        return stride_limit(fps, self._max_unchecked_s.get(camera, 0.5))
+
+    def _drops(self) -> int:
+        return sum(src.queue.dropped + pub.overflows for src, pub in self.cameras)
+
+    def _adapt(self, busy_s: float) -> None:
+        assert self.auto is not None
+        changed = self.auto.set_limit(max(self._limit(pub.name) for _s, pub in self.cameras))
+        changed |= self.auto.observe(busy_s, self._drops(), time.monotonic())
+        if changed:
+            for _src, pub in self.cameras:
+                self.planners[pub.name].set_cadence(self.cadence_of(pub.name))
+            log.info("%s: detect.auto level %d: %s", self.group, self.auto.level, self.describe())
+            self._export_schedule()
+
+    def _export_schedule(self) -> None:
+        cadence = self.auto.cadence if self.auto is not None else self.base
+        level = 0 if self.auto is None else self.auto.level
+        self.metrics.schedule(
+            self.group, level, {r: (c.stride, c.tiles) for r, c in cadence.items()}
+        )
+
+    def cadence_of(self, camera: str) -> dict[str, Cadence]:
+        """The schedule in force for one camera: the group's rung, capped by its rate."""
+        cadence = self.auto.cadence if self.auto is not None else self.base
+        limit = self._limit(camera) if self.auto is not None else None
+        if limit is None:
+            return dict(cadence)
+        return {r: replace(c, stride=min(c.stride, limit)) for r, c in cadence.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """For /status: the schedule per role (strides may differ per camera by its rate)."""
+        cadence = self.auto.cadence if self.auto is not None else self.base
+        return {
+            "auto": self.auto is not None,
+            "level": 0 if self.auto is None else self.auto.level,
+            "busy_share": None if self.auto is None else self.auto.busy_share,
+            "roles": {
+                r: {"stride": c.stride, "tiles": c.tiles, "tiles_per_run": c.tiles_per_run}
+                for r, c in cadence.items()
+            },
+        }
 
 
 def group_key(cam: CameraConfig) -> str:
-    # Cameras whose detectors are configured alike share one session and one batch.
-    d = cam.detect.model_dump(exclude={"stride"})
-    return json.dumps(d, sort_keys=True)
+    # Cameras whose detectors and schedules are configured alike share one session, one batch
+    # and one detect.auto ladder.
+    return json.dumps(cam.detect.model_dump(), sort_keys=True)
 
 
 class Service:
@@ -169,6 +245,7 @@ class Service:
             source.on_decoded = metrics.stage("decode").observe
 
     def start(self) -> None:
+        self.metrics.set_runtimes(self.runtime_rows())
         for w in self.workers:
             w.start()
         for p in self.publishers.values():
@@ -184,6 +261,14 @@ class Service:
             w.stop()
         for p in self.publishers.values():
             p.stop()
+
+    def runtime_rows(self) -> list[tuple[str, str, str, str]]:
+        """(group, model, runtime, precision) per role of every group, for edgeblur_runtime_info."""
+        return [(w.group, *row) for w in self.workers for row in runtimes(w.detector)]
+
+    def detectors(self) -> dict[str, tuple[str, Detector]]:
+        """Group key → (group name, Detector) of every worker, for a reload to keep."""
+        return {group_key(w.cameras[0][1].cam): (w.group, w.detector) for w in self.workers}
 
     def join(self, timeout_s: float) -> list[str]:
         """Waits for every thread, sharing one deadline; returns the names that did not stop."""
@@ -273,6 +358,7 @@ class Service:
                     "group": w.group,
                     "busy_s": round(w.stalled_for(now), 2),
                     "runtime": _runtimes(w.detector),
+                    "schedule": w.describe(),
                     "last_error": w.last_error,
                 }
                 for w in self.workers
@@ -306,11 +392,14 @@ def _total(counter: Any) -> float:
     return sum(s.value for f in counter.collect() for s in f.samples if s.name.endswith("_total"))
 
 
+def runtimes(detector: Any) -> list[tuple[str, str, str]]:
+    """(model, runtime, precision) per role, from what each runtime says it runs on."""
+    return [
+        (spec.path.stem, *runtime.describe())
+        for spec, _model, runtime in getattr(detector, "_pairs", [])
+    ]
+
+
 def _runtimes(detector: Any) -> list[str]:
-    """'model: runtime' per role, e.g. 'centerface: CPUExecutionProvider'."""
-    out = []
-    for spec, _model, runtime in getattr(detector, "_pairs", []):
-        providers = getattr(runtime, "providers", None)
-        what = providers[0] if providers else type(runtime).__name__
-        out.append(f"{spec.path.stem}: {what}")
-    return out
+    """'model: runtime precision' per role, e.g. 'centerface: onnxruntime-cpu fp32'."""
+    return [f"{model}: {runtime} {precision}" for model, runtime, precision in runtimes(detector)]

@@ -60,7 +60,9 @@ class OnnxRuntime:
 
     def describe(self) -> tuple[str, str]:
         # Only the first provider is named: ONNX Runtime puts on it every node it can run.
-        return f"onnxruntime-{self.providers[0].removesuffix('ExecutionProvider')}", "fp32"
+        # Lower case, as metric label values and alerts match them (onnxruntime-cpu, -cuda).
+        provider = self.providers[0].removesuffix("ExecutionProvider").lower()
+        return f"onnxruntime-{provider}", "fp32"
 
     def input_shape(self, name: str) -> tuple[int | str | None, ...]:
         for i in self.session.get_inputs():

@@ -141,7 +141,9 @@ class OpenVinoRuntime:
         self.compiles = 0  # shapes compiled so far (a bounded cache must not recompile each call)
 
     def describe(self) -> tuple[str, str]:
-        return f"openvino-{self.device}", self.precision
+        # openvino-cpu / openvino-gpu: lower case and without the device index ("GPU.1"), as
+        # metric label values and alerts match them.
+        return f"openvino-{self.device.split('.')[0].lower()}", self.precision
 
     def input_shape(self, name: str) -> tuple[int | str | None, ...]:
         return self._declared[name]

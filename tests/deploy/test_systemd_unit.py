@@ -146,10 +146,11 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     if analyze is None or not HOST_UNITS.is_dir():
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     root = tmp_path / "root"
-    exe = root / "opt/edgeblur/venv/bin/edgeblur"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
+    # The unit's executables: edgeblur, and ExecReload's /bin/kill (procps, in every Debian base).
+    for exe in (root / "opt/edgeblur/venv/bin/edgeblur", root / "bin/kill"):
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
     # The unit's default dependencies (sysinit.target, ...) must resolve inside the root.
     shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)

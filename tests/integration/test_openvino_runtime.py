@@ -72,7 +72,7 @@ def test_openvino_fp32_finds_the_same_boxes_as_onnxruntime(
         role, RuntimeSettings(backend="openvino", precision="fp32", fallback=False), images, width
     )
     assert isinstance(runtime, OpenVinoRuntime)
-    assert runtime.describe() == ("openvino-CPU", "fp32")
+    assert runtime.describe() == ("openvino-cpu", "fp32")
     assert sum(len(d) for d in ref) > 0, "the reference found nothing: the test would be empty"
     for name, a, b in zip(stills, ref, got, strict=True):
         assert len(a) == len(b), name
@@ -97,7 +97,7 @@ def test_openvino_bf16_finds_every_labelled_face_and_plate_on_the_stills(
 ) -> None:
     cfg = JobConfig.model_validate({"runtime": {"backend": "openvino", "precision": "bf16"}})
     detector = build_detector(cfg.detect, cfg.runtime)
-    assert {rt.describe() for _, _, rt in detector._pairs} == {("openvino-CPU", "bf16")}
+    assert {rt.describe() for _, _, rt in detector._pairs} == {("openvino-cpu", "bf16")}
     # Stills where ONNX Runtime FP32 finds every label (bus.jpg and obama2.jpg hold one
     # label FP32 misses too; city.jpg: see the eval table in the closing note of issue 12).
     names = ["zidane.jpg", "astronaut.png", "biden.jpg", "alpr_test.jpg", "fast_alpr_test.png"]
@@ -167,7 +167,7 @@ def test_auto_picks_openvino_when_importable_and_logs_it_once(
     assert isinstance(first, OpenVinoRuntime) and isinstance(second, OpenVinoRuntime)
     expected = "bf16" if HAS_BF16 else "fp32"
     chosen = [r.getMessage() for r in caplog.records if "inference runs on" in r.getMessage()]
-    assert chosen == [f"inference runs on openvino-CPU at {expected}"]
+    assert chosen == [f"inference runs on openvino-cpu at {expected}"]
 
 
 def test_auto_with_openvino_not_importable_falls_back_to_onnxruntime_logged_once(
@@ -183,7 +183,7 @@ def test_auto_with_openvino_not_importable_falls_back_to_onnxruntime_logged_once
     assert len(steps) == 1 and steps[0].levelno == logging.INFO
     assert steps[0].getMessage().endswith("falling back to ONNX Runtime CPU")
     chosen = [r.getMessage() for r in caplog.records if "inference runs on" in r.getMessage()]
-    assert chosen == ["inference runs on onnxruntime-CPU at fp32"]
+    assert chosen == ["inference runs on onnxruntime-cpu at fp32"]
 
 
 def test_backend_openvino_not_importable_warns_or_fails_when_fallback_is_off(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -28,8 +29,25 @@ def test_demo_serves_and_stops_on_sigterm_within_5_s(models, tmp_path):
             env=ENV,
         )
     try:
-        wait_for(lambda: "serving demo" in log.read_text(), 60)
+        # HTTP comes up before the engines are built: /metrics, /healthz and /status answer
+        # while the service builds, and /status says which of the two it is doing.
+        wait_for(lambda: "building engines; status" in log.read_text(), 60, "the HTTP server")
         base = re.search(r"http://127\.0\.0\.1:\d+", log.read_text()).group(0)
+        assert get(base + "/metrics")[0] == 200
+        assert get(base + "/healthz")[0] == 200
+        seen = set()
+
+        def running() -> bool:
+            data = json.loads(get(base + "/status")[1])
+            seen.add(data["state"])
+            if data["state"] == "building engines":  # the console shows it per camera
+                assert [c["state"] for c in data["cameras"]] == ["building engines"]
+                assert get(base + "/readyz")[0] == 503
+            return data["state"] == "running"
+
+        wait_for(running, 60, "/status to say running", step_s=0.05)
+        assert seen <= {"building engines", "running"}, seen
+        wait_for(lambda: "serving demo" in log.read_text(), 30)
         wait_for(lambda: get(base + "/readyz")[0] == 200, 30)
         metrics = get(base + "/metrics")[1].decode()
         published = re.search(
@@ -91,3 +109,24 @@ def test_config_check_prints_the_resolved_config_without_the_password(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "rtsp://***@10.0.0.1/s" in r.stdout
     assert "p@ss" not in r.stdout + r.stderr and "w/rd" not in r.stdout + r.stderr
+
+
+def test_sigterm_while_building_engines_stops_cleanly(models, tmp_path):
+    """A pod deleted during a first engine build (minutes on TensorRT) must not wait for it."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    try:
+        wait_for(lambda: "building engines; status" in log.read_text(), 60, "the HTTP server")
+        proc.send_signal(signal.SIGTERM)  # most often before the models are loaded
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "Traceback" not in log.read_text()

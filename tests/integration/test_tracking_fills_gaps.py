@@ -25,11 +25,12 @@ class MissingDetector:
         self.inner = inner
         self.calls = 0
 
-    def detect(self, images):
+    def detect(self, images, plans=None):
         out = []
-        for image in images:
+        for k, image in enumerate(images):
+            plan = None if plans is None else [plans[k]]
             out.append(
-                Detections.empty() if self.calls in DROPPED else self.inner.detect([image])[0]
+                Detections.empty() if self.calls in DROPPED else self.inner.detect([image], plan)[0]
             )
             self.calls += 1
         return out

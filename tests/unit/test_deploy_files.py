@@ -26,9 +26,8 @@ ENV = {"CAM_USER": "viewer", "CAM_PASS": "test-only"}
 PLACEHOLDER = re.compile(r"^(change-me|changeme|replace-me|example|viewer|)$", re.IGNORECASE)
 METRIC = re.compile(r"\bedgeblur_[a-z0-9_]+\b")
 SUFFIXES = ("_bucket", "_sum", "_count")
-# Metrics the alerts use that the service change of issue 15 adds to edgeblur/metrics.py
-# (edgeblur_runtime_info{group,runtime,precision} = 1). Empty this once metrics.py has it.
-PENDING_METRICS = {"edgeblur_runtime_info"}
+# Metrics the alerts or dashboards may use before edgeblur/metrics.py exports them (none now).
+PENDING_METRICS: set[str] = set()
 
 
 def _yaml_files() -> list[Path]:
@@ -334,6 +333,7 @@ def _exported_metric_names() -> set[str]:
     metrics = Metrics()
     metrics.camera("gate")
     metrics.batch("centerface")  # the batch-size series exists once a model reports
+    metrics.set_runtimes([("centerface", "centerface", "onnxruntime-cpu", "fp32")])  # at start
     text = generate_latest(metrics.registry).decode()
     names = set()
     for line in text.splitlines():

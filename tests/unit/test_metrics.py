@@ -276,3 +276,54 @@ def test_process_collector_and_no_created_series(metrics: Metrics) -> None:
     for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
         assert f"\n{name} " in text, name
     assert "per batch" in text and "per frame" in text  # stage_seconds' help says which
+
+
+def test_runtime_info_is_replaced_whole(metrics: Metrics) -> None:
+    """A reload that drops a group must not leave its old runtime series behind."""
+    metrics.set_runtimes(
+        [
+            ("centerface", "centerface", "openvino-cpu", "bf16"),
+            ("centerface", "yolov8n-plate", "openvino-cpu", "bf16"),
+        ]
+    )
+    labels = {"group": "centerface", "model": "centerface"}
+    assert (
+        value(metrics, "edgeblur_runtime_info", runtime="openvino-cpu", precision="bf16", **labels)
+        == 1
+    )
+    metrics.set_runtimes([("scrfd", "scrfd", "tensorrt", "fp16")])
+    text = generate_latest(metrics.registry).decode()
+    assert 'group="centerface"' not in text
+    assert (
+        value(
+            metrics,
+            "edgeblur_runtime_info",
+            group="scrfd",
+            model="scrfd",
+            runtime="tensorrt",
+            precision="fp16",
+        )
+        == 1
+    )
+    with pytest.raises(ValueError, match="URL"):
+        metrics.set_runtimes([("g", "m", "rtsp://user:pw@cam/x", "fp32")])
+
+
+def test_remove_group_drops_its_schedule_gauges(metrics: Metrics) -> None:
+    metrics.schedule("centerface", 1, {"face": (2, 1), "plate": (4, 2)})
+    metrics.schedule("scrfd", 0, {"face": (1, 1)})
+    metrics.remove_group("centerface")
+    metrics.remove_group("never-there")  # a no-op
+    text = generate_latest(metrics.registry).decode()
+    assert 'group="centerface"' not in text
+    assert value(metrics, "edgeblur_detect_stride", group="scrfd", role="face") == 1
+
+
+def test_remove_group_drops_its_stage_series(metrics: Metrics) -> None:
+    metrics.stage("inference", "old").observe(0.01)
+    metrics.stage("inference", "kept").observe(0.01)
+    metrics.remove_group("old")
+    text = generate_latest(metrics.registry).decode()
+    assert 'group="old"' not in text and 'group="kept"' in text
+    metrics.stage("inference", "old").observe(0.01)  # a group that comes back starts again
+    assert value(metrics, "edgeblur_stage_seconds_count", stage="inference", group="old") == 1

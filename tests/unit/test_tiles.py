@@ -47,3 +47,28 @@ def test_merge_keeps_a_plate_and_a_face_at_the_same_place():
         [(_dets([[0, 0, 50, 20]]), 0, 0), (_dets([[0, 0, 50, 20]], kind=Kind.PLATE), 0, 0)], 0.4
     )
     assert sorted(merged.kind.tolist()) == [Kind.FACE, Kind.PLATE]
+
+
+def test_a_confident_half_face_from_a_tile_never_replaces_the_whole_face():
+    """The leak NMS caused: the tile boxed half a face at 0.9, the frame all of it at 0.5; NMS
+    kept the half. The merge keeps a box that covers both."""
+    whole = Detections(
+        np.array([[100, 100, 160, 170]], np.float32), np.array([0.5], np.float32), [Kind.FACE]
+    )
+    half = Detections(
+        np.array([[0, 0, 30, 70]], np.float32), np.array([0.9], np.float32), [Kind.FACE]
+    )
+    merged = _merge_tiles([(whole, 0, 0), (half, 100, 100)], iou=0.4)
+    assert len(merged) == 1
+    x1, y1, x2, y2 = merged.xyxy[0]
+    assert (x1, y1, x2, y2) == (100, 100, 160, 170)
+    assert merged.confidence[0] == np.float32(0.9)
+
+
+def test_merge_keeps_separate_faces_and_kinds_apart():
+    dets = Detections(
+        np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32),
+        np.array([0.9, 0.8, 0.7], np.float32),
+        [Kind.FACE, Kind.FACE, Kind.PLATE],
+    )
+    assert len(_merge_tiles([(dets, 0, 0)], iou=0.4)) == 3

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edgeblur.core.track import TrackConfig, Tracker, backfill
+from edgeblur.core.track import Tracker, TrackSettings, backfill
 from edgeblur.types import Detections, Kind, Reason, Regions
 
-COAST = TrackConfig().coast_frames  # 12
+COAST = TrackSettings().coast_frames  # 12
 
 
 def make_detections(
@@ -44,7 +44,7 @@ def test_new_face_is_hidden_on_its_first_frame() -> None:
 
 def test_every_detection_is_output_even_overlapping_or_over_max_tracks() -> None:
     boxes = [face_at(10), face_at(12), face_at(300), face_at(600)]
-    tracker = Tracker(TrackConfig(max_tracks=2))
+    tracker = Tracker(TrackSettings(max_tracks=2))
     regions = tracker.update(make_detections(boxes), frame_index=0)
     np.testing.assert_array_equal(regions.xyxy, np.asarray(boxes, np.float32))
     assert (regions.reason == Reason.DETECTED).all()
@@ -100,7 +100,7 @@ def test_missed_face_coasts_for_coast_frames_then_goes(stride: int, k: int, hidd
 def test_coasting_box_growth_is_capped(
     grow_per_frame: float, max_grow: float, k: int, expected_scale: float
 ) -> None:
-    tracker = Tracker(TrackConfig(grow_per_frame=grow_per_frame, max_grow=max_grow))
+    tracker = Tracker(TrackSettings(grow_per_frame=grow_per_frame, max_grow=max_grow))
     tracker.update(make_detections([face_at(100)]), 0)
     regions = tracker.update(None, k)
     np.testing.assert_allclose(
@@ -114,7 +114,7 @@ def test_coasting_box_growth_is_capped(
 def test_track_survives_until_the_next_detector_run_when_stride_exceeds_coast(
     coast_frames: int, period: int
 ) -> None:
-    tracker = Tracker(TrackConfig(coast_frames=coast_frames))
+    tracker = Tracker(TrackSettings(coast_frames=coast_frames))
     tracker.update(make_detections([face_at(100)]), 0, period=period)
     for f in range(1, period):
         assert len(tracker.update(None, f, period=period)) == 1, f"frame {f} not hidden"
@@ -204,7 +204,7 @@ def test_reset_forgets_tracks_and_checked_index() -> None:
 
 
 def test_max_tracks_drops_the_stalest_coasting_track() -> None:
-    tracker = Tracker(TrackConfig(max_tracks=2))
+    tracker = Tracker(TrackSettings(max_tracks=2))
     ids = [
         int(tracker.update(make_detections([face_at(x)]), f).track_id[0])
         for f, x in enumerate([0, 300, 600])
@@ -244,10 +244,10 @@ def test_update_rejects_bad_arguments(call, match: str) -> None:
 )
 def test_config_validation_names_the_argument(kwargs: dict, error: str | None) -> None:
     if error is None:
-        TrackConfig(**kwargs)
+        TrackSettings(**kwargs)
     else:
         with pytest.raises(ValueError, match=error):
-            TrackConfig(**kwargs)
+            TrackSettings(**kwargs)
 
 
 def track_file(first_seen: int, n_frames: int) -> list[Regions]:

@@ -112,7 +112,7 @@ function render(status) {
   const previews = document.body.dataset.previews === "1";
   document.getElementById("version").textContent = status.version || "";
   document.getElementById("uptime").textContent = duration(status.uptime_s);
-  // Each runtime entry names its model ("centerface: CPUExecutionProvider").
+  // Each runtime entry names its model ("centerface: onnxruntime-cpu fp32").
   const runtimes = (status.inference || []).map((g) => (g.runtime || []).join(", ") || String(g.group));
   document.getElementById("runtimes").textContent = runtimes.join("; ") || "–";
   const main = document.getElementById("cameras");
