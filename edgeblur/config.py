@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeblur.errors import ConfigError
 from edgeblur.secrets import SecretUrl
-from edgeblur.types import CAMERA_NAME
+from edgeblur.types import CAMERA_NAME, CAMERA_NAME_RULE
 
 Byte = Annotated[int, Field(ge=0, le=255)]
 
@@ -193,6 +193,31 @@ class TrackConfig(Base):
     )
 
 
+class ZoneConfig(Base):
+    """A privacy zone: a polygon in fractions of the frame (0..1), so it survives a change of
+    resolution."""
+
+    kind: Literal["hide", "ignore"] = Field(
+        "hide",
+        description="hide: always anonymized, whatever the detector finds. ignore: detections "
+        "whose centre lies inside are NOT hidden (a poster); logged as a warning at start.",
+    )
+    points: list[tuple[float, float]] = Field(
+        ..., description="Corners [[x, y], ...], x / width and y / height, at least 3."
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 3:
+            raise ValueError(f"needs at least 3 corners [x, y] to make a polygon, got {len(v)}")
+        if not all(0.0 <= c <= 1.0 for p in v for c in p):
+            raise ValueError(
+                "must be fractions of the frame between 0 and 1 (x / width, y / height), not pixels"
+            )
+        return v
+
+
 class AnonymizeConfig(Base):
     method: Literal["gaussian", "pixelate", "fill", "boxes"] = "gaussian"
     strength: float = Field(0.25, gt=0.0, le=1.0, description="Blur sigma / region size; 1/blocks.")
@@ -202,12 +227,21 @@ class AnonymizeConfig(Base):
     # 0.3: the plate model boxes the characters; the plate's outline and country band lie outside.
     plate_pad: float = Field(0.3, ge=0.0, le=2.0)
     fill_rgb: tuple[Byte, Byte, Byte] = (0, 0, 0)
+    zones: tuple[ZoneConfig, ...] = Field(
+        (), description="Privacy zones: hide (always anonymized) or ignore polygons, 0..1."
+    )
 
 
 class EncodeConfig(Base):
     codec: str = Field("libx264", description="FFmpeg encoder name.")
     crf: int = Field(20, ge=0, le=51, description="Quality: lower is better and larger.")
     preset: str = "veryfast"
+    metadata: Literal["keep", "strip"] = Field(
+        "keep",
+        description="Videos: keep the creation time and language tags (GPS, camera make, model "
+        "and serials are always dropped) or strip them too. Colour tags are always kept; "
+        "images keep no metadata.",
+    )
 
 
 class JobConfig(Base):
@@ -414,6 +448,18 @@ def _printable(key: str) -> str:
     return key if key.isprintable() else repr(key)[1:-1]
 
 
+def key_path(loc: tuple | list, prefix: str = "") -> str:
+    """A key path written as in the file: ``cameras[0].output.rtsp``, ``anonymize.zones[1]``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            out += f"[{part}]"
+        else:
+            part = _printable(str(part))
+            out += f".{part}" if out else part
+    return out
+
+
 def describe_error(
     err: ValidationError,
     source: str,
@@ -423,26 +469,27 @@ def describe_error(
 ) -> str:
     """One sentence for the first pydantic error: file, key path, problem, and a suggestion.
 
+    An unknown key is reported before anything else: a typo (``camerass:``) also makes the real
+    key missing, and "'cameras' is missing" alone would hide the cause.
     ``flags`` maps key paths set from the command line to their flag, which is named instead.
     """
-    e = err.errors()[0]
-    loc = [_printable(str(p)) for p in e["loc"]]
-    if loc and loc[0] == "cameras" and len(loc) > 1 and loc[1].isdigit():
-        loc[1] = f"[{loc[1]}]"
-    key = ".".join(([prefix] if prefix else []) + loc)
+    errors = err.errors()
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    key = key_path(e["loc"], prefix)
     if e["type"] == "extra_forbidden":
         known = _known_keys(model, e["loc"][:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1)
+        close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
         hint = (
             f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}."
         )
         return f"{source}: unknown key '{key}'; {hint}"
     if e["type"] == "missing":
         return f"{source}: '{key}' is missing; add it."
+    msg = e["msg"].removeprefix("Value error, ").lower()
     if flags and key in flags:
-        return f"{flags[key]}: {e['msg'].lower()}; fix that value."
+        return f"{flags[key]}: {msg}; fix that value."
     # Never echo the value: it may be a URL with a password.
-    return f"{source}: '{key}' {e['msg'].lower()}; fix that value."
+    return f"{source}: '{key}' {msg}; fix that value."
 
 
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -486,6 +533,7 @@ JOB_FLAGS = {
     "plate_pad": "anonymize.plate_pad",
     "shape": "anonymize.face_shape",
     "quality": "encode.crf",
+    "metadata": "encode.metadata",
     "threads": "runtime.threads",
     "spinning": "runtime.allow_spinning",
 }
@@ -579,6 +627,11 @@ class OutputConfig(Base):
     )
     file: Path | None = Field(None, description="Also record to this file (renamed when closed).")
     preview: bool = Field(True, description="Low-rate MJPEG preview on the HTTP server.")
+    preview_zones: bool = Field(
+        False,
+        description="Draw the privacy zones' outlines on the preview (never on the stream or the "
+        "file), to check where they lie.",
+    )
     encode: OutputEncodeConfig = OutputEncodeConfig()
 
     @field_validator("rtsp")
@@ -625,7 +678,21 @@ class CameraConfig(Base):
     @classmethod
     def _name(cls, v: str) -> str:
         if not CAMERA_NAME.match(v):
-            raise ValueError("must match ^[a-z0-9_-]+$ (it names threads, logs and metric labels)")
+            raise ValueError(
+                f"must be {CAMERA_NAME_RULE} characters (it names the stream path, threads, "
+                "logs and metric labels)"
+            )
+        return v
+
+    @field_validator("anonymize")
+    @classmethod
+    def _hides(cls, v: AnonymizeConfig) -> AnonymizeConfig:
+        # Fail closed: outlines publish every face unhidden; they are for `blur --draw-boxes`.
+        if v.method == "boxes":
+            raise ValueError(
+                "method boxes draws outlines and hides nothing, so a camera may not publish it; "
+                "use gaussian, pixelate or fill (or face_shape: box for box-shaped masks)"
+            )
         return v
 
     @field_validator("url")
@@ -759,33 +826,77 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def _camera_entries(path: Path, cameras: Any) -> list[tuple[str, Any]] | None:
+    """(key path prefix, entry) per camera, from a list or a Frigate-style mapping name → camera.
+
+    None when ``cameras`` is neither (the model then says what is wrong with it).
+    """
+    if isinstance(cameras, list):
+        return [(f"cameras[{i}]", cam) for i, cam in enumerate(cameras)]
+    if not isinstance(cameras, dict):
+        return None
+    out = []
+    for name, cam in cameras.items():
+        where = f"cameras.{name}"
+        if cam is None:
+            cam = {}
+        if isinstance(cam, dict):
+            if "name" in cam and cam["name"] != name:
+                raise ConfigError(
+                    f"{path}: '{where}.name' differs from its key '{name}'; in a mapping of "
+                    "cameras the key is the name, remove 'name'."
+                )
+            cam = {"name": str(name), **cam}
+        out.append((where, cam))
+    return out
+
+
+def _fill_name(cam: dict[str, Any]) -> dict[str, Any]:
+    """``{name}`` in output.rtsp / output.file → the camera's name, so ``defaults:`` can say
+    ``rtsp://127.0.0.1:8554/{name}`` once for every camera."""
+    name, out = cam.get("name"), cam.get("output")
+    if not isinstance(name, str) or not isinstance(out, dict):
+        return cam
+    filled = {
+        k: v.replace("{name}", name) if k in ("rtsp", "file") and isinstance(v, str) else v
+        for k, v in out.items()
+    }
+    return {**cam, "output": filled}
+
+
 def load_service_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
     """cameras.yaml → ServiceConfig: ${ENV} filled, defaults merged under each camera, validated.
 
-    Errors name the file and the key path (``cameras.gate.source.read_timeout_s``), never a value.
+    ``cameras`` is a list of cameras with a ``name`` or a mapping name → camera. Errors name the
+    file and the key path as written there (``cameras[1].source.read_timeout_s``), never a value.
     """
     data = load_yaml(path, env)
+    try:
+        # Unknown top-level keys first: 'camerass:' must not be answered "'cameras' is missing".
+        ServiceConfig.model_validate({**data, "cameras": [{"name": "x", "url": "x"}]})
+    except ValidationError as err:
+        if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in err.errors()):
+            raise ConfigError(describe_error(err, str(path), ServiceConfig)) from None
     defaults = data.get("defaults") or {}
-    cameras = data.get("cameras")
-    if isinstance(defaults, dict) and isinstance(cameras, list):
+    entries = _camera_entries(path, data.get("cameras"))
+    if isinstance(defaults, dict) and entries is not None:
         try:
             CameraDefaults.model_validate(defaults)
         except ValidationError as err:
             raise ConfigError(describe_error(err, str(path), CameraDefaults, "defaults")) from None
         merged = []
-        for cam in cameras:
-            merged.append(deep_merge(defaults, cam) if isinstance(cam, dict) else cam)
-        for i, cam in enumerate(merged):
+        for where, cam in entries:
             if not isinstance(cam, dict):
-                raise ConfigError(f"{path}: cameras[{i}] must be a mapping with name and url.")
+                raise ConfigError(f"{path}: {where} must be a mapping with name and url.")
+            cam = _fill_name(deep_merge(defaults, cam))
             name = cam.get("name")
-            label = name if isinstance(name, str) and CAMERA_NAME.match(name) else f"[{i}]"
+            label = f" (camera '{name}')" if isinstance(name, str) and "[" in where else ""
             try:
                 CameraConfig.model_validate(cam)
             except ValidationError as err:
-                raise ConfigError(
-                    describe_error(err, str(path), CameraConfig, f"cameras.{label}")
-                ) from None
+                msg = describe_error(err, str(path), CameraConfig, where)
+                raise ConfigError(msg.replace("; ", f"{label}; ", 1) if label else msg) from None
+            merged.append(cam)
         data = {**data, "cameras": merged}
     try:
         return ServiceConfig.model_validate(data)

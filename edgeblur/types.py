@@ -13,8 +13,11 @@ from fractions import Fraction
 
 import numpy as np
 
-# Camera names double as thread names, log prefixes and metric labels (never a URL).
-CAMERA_NAME = re.compile(r"^[a-z0-9_-]+$")
+# Camera names double as MediaMTX paths, thread names, log prefixes, preview URLs and metric
+# labels (never a URL): MediaMTX's path characters except '/', and no leading '.', so a name is
+# one safe URL segment and file name.
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9_.~-]{0,63}$")
+CAMERA_NAME_RULE = "letters, digits and _ - . ~ (not starting with '.'), at most 64"
 
 
 class Kind(IntEnum):
@@ -54,7 +57,7 @@ class Frame:
     """One decoded picture of one camera or file.
 
     Attributes:
-        camera: camera or file name (``^[a-z0-9_-]+$`` for cameras).
+        camera: camera or file name (``CAMERA_NAME`` for cameras).
         index: per-camera sequence number, 0-based in decode order.
         image: H×W×3 uint8 RGB, C-contiguous.
         pts: presentation timestamp in ``time_base`` units (None for images).

@@ -69,8 +69,8 @@ class RecordingMetrics(Metrics):
         self.latencies: dict[str, Samples] = {}
         self.batches: dict[str, Samples] = {}
 
-    def stage(self, stage: str) -> Samples:  # type: ignore[override]
-        return self.stages[stage]
+    def stage(self, stage: str, group: str = "") -> Samples:  # type: ignore[override]
+        return self.stages[stage]  # one bench run has one detector group
 
     def batch(self, model: str) -> Samples:  # type: ignore[override]
         if model not in self.batches:

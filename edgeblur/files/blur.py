@@ -42,6 +42,8 @@ from edgeblur.types import Frame, Kind, Reason, Regions
 log = logging.getLogger(__name__)
 
 SUFFIX = "_anonymized"
+# Outlines drawn over the original faces: a name that cannot be taken for an anonymized file.
+DRAW_SUFFIX = "_boxes"
 
 
 @dataclass(frozen=True)
@@ -66,21 +68,37 @@ class FileReport:
         return self.frames / self.seconds if self.seconds else 0.0
 
 
-def default_output(src: Path) -> Path:
+def default_output(src: Path, tag: str = SUFFIX) -> Path:
     suffix = ".mp4" if src.suffix.lower() == ".gif" else src.suffix
-    return src.with_name(f"{src.stem}{SUFFIX}{suffix}")
+    return src.with_name(f"{src.stem}{tag}{suffix}")
+
+
+def _tagged(path: Path, tag: str) -> Path:
+    """``path`` with ``tag`` at the end of its stem (once)."""
+    return path if path.stem.endswith(tag) else path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
 def _media_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
 
 
-def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
+def plan(inputs: list[Path], output: Path | None, force: bool, drawing: bool = False) -> list[Job]:
     """Every (input, output) pair, checked before any work starts so a bad argument loses nothing.
 
     A folder is searched recursively and its tree mirrored under the output folder; several
     inputs need ``output`` to be a folder; one file may name its output file directly.
+    ``drawing`` (outlines over unhidden faces): every output name ends in ``_boxes``, never
+    ``_anonymized``, whatever ``output`` says.
     """
+    jobs = _plan(inputs, output, drawing)
+    if drawing:
+        jobs = [Job(j.src, _tagged(j.dest, DRAW_SUFFIX)) for j in jobs]
+    _check(jobs, inputs, force)
+    return jobs
+
+
+def _plan(inputs: list[Path], output: Path | None, drawing: bool) -> list[Job]:
+    tag = DRAW_SUFFIX if drawing else SUFFIX
     jobs: list[Job] = []
     for src in inputs:
         if not src.exists():
@@ -93,7 +111,7 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
                 )
             # `blur .` names its output after the folder itself, not after "" (Path(".").name).
             named = src if src.name not in ("", "..") else src.resolve()
-            root = output if output is not None else named.with_name(named.name + SUFFIX)
+            root = output if output is not None else named.with_name(named.name + tag)
             if len(inputs) > 1 and output is not None:
                 root = output / named.name
             for f in _media_files(src):
@@ -110,7 +128,7 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
                 "bmp) or a video (mp4, mkv, mov, avi, webm, gif, ...)."
             )
         if output is None:
-            dest = default_output(src)
+            dest = default_output(src, tag)
         elif len(inputs) > 1 and output.exists() and not output.is_dir():
             raise OutputExists(
                 f"Output {output} is a file, but several inputs need a folder; give -o a folder."
@@ -120,6 +138,10 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
         else:
             dest = output
         jobs.append(Job(src, dest))
+    return jobs
+
+
+def _check(jobs: list[Job], inputs: list[Path], force: bool) -> None:
     for job in jobs:
         if is_video(job.src) and job.dest.suffix.lower() not in VIDEO_OUTPUT_SUFFIXES:
             raise UnsupportedInput(
@@ -139,7 +161,6 @@ def plan(inputs: list[Path], output: Path | None, force: bool) -> list[Job]:
             raise OutputExists(f"Output {job.dest} already exists; pass --force to overwrite it.")
     if not jobs:
         raise SourceUnavailable(f"No images or videos found in {', '.join(map(str, inputs))}.")
-    return jobs
 
 
 def regions_to_json(regions: Regions) -> list[dict]:
@@ -184,7 +205,9 @@ class FileAnonymizer:
         self.detector = detector
         self.anonymizer = anonymizer
         e = cfg.encode
-        self.encode = EncodeSettings.for_files(codec=e.codec, crf=e.crf, preset=e.preset)
+        self.encode = EncodeSettings.for_files(
+            codec=e.codec, crf=e.crf, preset=e.preset, keep_metadata=e.metadata == "keep"
+        )
 
     # -- images --------------------------------------------------------------------------------
     def image_regions(self, image: np.ndarray) -> Regions:

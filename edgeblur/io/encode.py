@@ -45,6 +45,7 @@ class EncodeSettings:
     gop_s: float | None = 2.0
     threads: int | None = 0
     odd_size: Literal["pad", "yuv444p"] = "pad"
+    keep_metadata: bool = True  # files: the input's non-identifying tags (io/files.KEPT_TAGS)
 
     def __post_init__(self) -> None:
         if self.gop_s is not None and not self.gop_s > 0:
@@ -56,12 +57,16 @@ class EncodeSettings:
 
     @classmethod
     def for_files(
-        cls, codec: str = "libx264", crf: int = 20, preset: str = "veryfast"
+        cls,
+        codec: str = "libx264",
+        crf: int = 20,
+        preset: str = "veryfast",
+        keep_metadata: bool = True,
     ) -> EncodeSettings:
         """A `blur` output: constant quality, the encoder's own keyframes, odd sizes kept."""
         return cls(
             codec=codec, preset=preset, tune="", crf=crf, gop_s=None, threads=None,
-            odd_size="yuv444p",
+            odd_size="yuv444p", keep_metadata=keep_metadata,
         )  # fmt: skip
 
 

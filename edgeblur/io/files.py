@@ -6,6 +6,7 @@ only when complete, so an interrupted run never leaves a file that looks finishe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -160,6 +161,24 @@ def decode_frames(path: Path) -> Iterator[tuple[np.ndarray, int | None, Fraction
             ) from exc
 
 
+# Tags copied from the input when metadata is kept: when it was filmed and in what language.
+# Everything else is dropped: GPS (location, com.apple.quicktime.location.ISO6709), camera make,
+# model and serial numbers, software and free-text fields that may name a person.
+KEPT_TAGS = ("creation_time", "language")
+
+
+def _kept(tags: dict[str, str], keep: bool) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if keep and k in KEPT_TAGS}
+
+
+def _copy_colour(src: av.video.stream.VideoStream, dst: av.video.stream.VideoStream) -> None:
+    """Colour tags (primaries, transfer, matrix, range) as the input had them: they say how to
+    show the pixels, and a player guessing them shifts colours; they identify no one."""
+    for name in ("color_primaries", "color_trc", "colorspace", "color_range"):
+        with contextlib.suppress(AttributeError, ValueError, TypeError):
+            setattr(dst.codec_context, name, getattr(src.codec_context, name))
+
+
 def transcode(
     src: Path,
     dest: Path,
@@ -169,6 +188,7 @@ def transcode(
 ) -> int:
     """Decode ``src``, pass each RGB frame through ``process(index, image) -> image``, encode to
     ``dest`` keeping resolution, timestamps and frame count, and copy audio packets untouched.
+    Colour tags are kept; of the metadata only ``KEPT_TAGS``, and none without keep_metadata.
 
     Written atomically: ``dest`` appears only when the whole file is finished. Returns frames.
     """
@@ -178,15 +198,20 @@ def transcode(
         in_a = inp.streams.audio[0] if inp.streams.audio else None
         fmt = "mp4" if dest.suffix.lower() in {".mp4", ".m4v"} else None
         with av.open(str(tmp), "w", format=fmt) as out:
+            out.metadata.update(_kept(dict(inp.metadata), encode.keep_metadata))
             time_base = Fraction(in_v.time_base) if in_v.time_base else Fraction(1, 90000)
             rate = frame_rate(in_v) or Fraction(25)
             size_wh = (in_v.codec_context.width, in_v.codec_context.height)
             # FILE_OUTPUT keeps an odd-sized input's size in 4:4:4, uncropped (io/encode.py).
             out_v = Encoder(out, encode, size_wh, rate, time_base)
+            _copy_colour(in_v, out_v.stream)
+            out_v.stream.metadata.update(_kept(dict(in_v.metadata), encode.keep_metadata))
             out_a = None
             if in_a is not None:
                 try:
                     out_a = out.add_stream_from_template(in_a)
+                    out_a.metadata.clear()
+                    out_a.metadata.update(_kept(dict(in_a.metadata), encode.keep_metadata))
                 except (ValueError, av.FFmpegError) as exc:
                     raise UnsupportedInput(
                         f"The audio of {src} ({in_a.codec_context.name}) cannot go into a "

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 
-from edgeblur.types import CAMERA_NAME, Anonymized
+from edgeblur.types import CAMERA_NAME, CAMERA_NAME_RULE, Anonymized
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def _check_camera(camera: str) -> str:
     if not isinstance(camera, str) or not CAMERA_NAME.match(camera):
         # The name ends up in URLs and HTML; never echo something that may be a URL.
-        raise ValueError("camera name must match ^[a-z0-9_-]+$")
+        raise ValueError(f"camera name must be {CAMERA_NAME_RULE} characters")
     return camera
 
 
@@ -115,6 +116,7 @@ class PreviewSink:
         quality: int = 70,
         *,
         clock: Callable[[], float] = time.monotonic,
+        outlines: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = (),
     ):
         if not max_fps > 0:
             raise ValueError(f"max_fps must be > 0, got {max_fps}")
@@ -131,6 +133,9 @@ class PreviewSink:
         self._interval = 1.0 / self.max_fps
         self._next_due: float | None = None
         self._closed = False
+        # (kind, relative corners) of the privacy zones, drawn on the preview only (never on the
+        # stream or the recording) so an operator can check where they lie.
+        self.outlines = outlines
         hub.add(camera)
 
     def write(self, item: Anonymized) -> None:
@@ -165,6 +170,8 @@ class PreviewSink:
             size = (self.width, max(1, round(h * self.width / w)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # frames are RGB, OpenCV writes BGR
+        if self.outlines:  # on the copy: the frame is shared with the other sinks
+            _draw_outlines(bgr, self.outlines)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             log.debug("%s: preview JPEG encoding failed; skipped", self.camera)
@@ -174,3 +181,14 @@ class PreviewSink:
     def close(self) -> None:
         """Stop accepting frames. The hub keeps the last preview until ``hub.remove(camera)``."""
         self._closed = True
+
+
+# BGR: hide zones in amber, ignore zones (faces left visible there) in red.
+_OUTLINE_BGR = {"hide": (0, 191, 255), "ignore": (0, 0, 255)}
+
+
+def _draw_outlines(bgr: np.ndarray, outlines) -> None:
+    h, w = bgr.shape[:2]
+    for kind, points in outlines:
+        xy = np.round(np.asarray(points, np.float64) * (w - 1, h - 1)).astype(np.int32)
+        cv2.polylines(bgr, [xy.reshape(-1, 1, 2)], True, _OUTLINE_BGR.get(kind, (255, 255, 255)), 2)

@@ -76,8 +76,8 @@ def check_cameras(cfg: ServiceConfig) -> None:
         out = cam.output
         if not (out.rtsp or out.file or out.preview):
             raise ConfigError(
-                f"Camera '{cam.name}' has no output; set cameras.{cam.name}.output.rtsp, .file "
-                "or .preview."
+                f"Camera '{cam.name}' has no output; set its output.rtsp, output.file or "
+                "output.preview."
             )
     if not enabled(cfg):
         raise ConfigError("Every camera is disabled; enable at least one (cameras[].enabled).")
@@ -136,11 +136,14 @@ def build_camera(
     if out.file:
         sinks.append(FileSink(cam.name, out.file, enc, metrics=m))
     if out.preview and previews is not None:
-        sinks.append(PreviewSink(previews, cam.name))
+        outlines = tuple(
+            (z.kind, tuple(z.points)) for z in cam.anonymize.zones if out.preview_zones
+        )
+        sinks.append(PreviewSink(previews, cam.name, outlines=outlines))
     pub = Publisher(
         cam,
         Checker(list(cadence(cam.detect)), check_settings(cam.track, cam.fail_closed)),
-        build_anonymizer(cam.anonymize),
+        build_anonymizer(cam.anonymize, cam.name),
         GuardedSinks(cam.name, sinks, m),
         m,
         metrics,

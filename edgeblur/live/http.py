@@ -50,7 +50,7 @@ from edgeblur.secrets import redact
 
 log = logging.getLogger(__name__)
 
-_PREVIEW_PATH = re.compile(r"^/preview/([a-z0-9_-]+)\.(jpg|mjpg)$")
+_PREVIEW_PATH = re.compile(r"^/preview/([A-Za-z0-9_.~-]+)\.(jpg|mjpg)$")
 _BOUNDARY = "edgeblurframe"
 _MJPEG_TYPE = f"multipart/x-mixed-replace; boundary={_BOUNDARY}"
 

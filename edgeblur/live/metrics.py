@@ -21,7 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 from edgeblur import __version__
@@ -131,6 +139,11 @@ class Metrics:
         # clean, independent series.
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # No *_created series: they double the exposition and no dashboard reads them (this is
+        # process-wide in prometheus_client, hence here, before any family is made).
+        disable_created_metrics()
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...
+        ProcessCollector(registry=r)
         self._lock = threading.Lock()
         self._cameras: dict[str, CameraMetrics] = {}
         self._series: dict[str, list[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
@@ -210,8 +223,10 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "edgeblur_stage_seconds",
-            "Time spent in one pipeline stage (per call; a batched stage observes once per batch).",
-            ["stage"],
+            "Time spent in one pipeline stage. preprocess, inference and postprocess: per batch "
+            "of a detector group (group label); decode, track, anonymize and encode: per frame "
+            "(group empty).",
+            ["stage", "group"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -281,7 +296,7 @@ class Metrics:
             ["camera", "output"],
             registry=r,
         )
-        self._stages = {s: self.stage_seconds.labels(stage=s) for s in STAGES}
+        self._stages = {(s, ""): self.stage_seconds.labels(stage=s, group="") for s in STAGES}
 
     def camera(self, name: str) -> CameraMetrics:
         """The handle of camera ``name``, creating every one of its series at 0 (idempotent)."""
@@ -346,9 +361,19 @@ class Metrics:
         """Count one reload by its result (one of ``RELOAD_RESULTS``)."""
         self._reloads[_check_choice("reload result", result, RELOAD_RESULTS)].inc()
 
-    def stage(self, stage: str) -> Histogram:
-        """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``)."""
-        return self._stages[_check_choice("stage", stage, STAGES)]
+    def stage(self, stage: str, group: str = "") -> Histogram:
+        """The ``edgeblur_stage_seconds`` child of ``stage`` (one of ``STAGES``) for detector
+        ``group`` (the inference worker's name; empty for the per-frame stages)."""
+        key = (_check_choice("stage", stage, STAGES), group)
+        child = self._stages.get(key)
+        if child is None:
+            if group:
+                check_label("group name", group)
+            with self._lock:
+                child = self._stages.setdefault(
+                    key, self.stage_seconds.labels(stage=stage, group=group)
+                )
+        return child
 
     def schedule(self, group: str, level: int, roles: dict[str, tuple[int, int]]) -> None:
         """The inference group's schedule in force: rung, and (stride, tiles) per role."""
@@ -359,12 +384,17 @@ class Metrics:
             self.detect_tiles.labels(group=group, role=role).set(tiles)
 
     def remove_group(self, group: str) -> None:
-        """Drop the schedule gauges of an inference group a reload removed (a stale stride or
-        rung would read as if the group still ran). Its histograms stay: they only count."""
+        """Drop the series of an inference group a reload removed: its schedule gauges (a stale
+        stride or rung would read as if the group still ran) and its stage_seconds children, so
+        nothing is exported under a group that no longer exists."""
         with self._lock:
+            stages = [k for k in self._stages if k[1] == group and group]
+            for key in stages:
+                del self._stages[key]
             for family, values in (
                 *((f, (group, r)) for f in (self.detect_stride, self.detect_tiles) for r in ROLES),
                 (self.detect_auto_level, (group,)),
+                *((self.stage_seconds, key) for key in stages),
             ):
                 with contextlib.suppress(KeyError):
                     family.remove(*values)

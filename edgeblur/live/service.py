@@ -142,7 +142,7 @@ class InferenceWorker:
                 busy = time.monotonic() - t0
             self.metrics.batch(self.group).observe(len(todo))
             for stage, seconds in self.detector.times.last.items():
-                self.metrics.stage(stage).observe(seconds)
+                self.metrics.stage(stage, self.group).observe(seconds)
         for k, (frame, pub) in enumerate(batch):
             plan = plans[k]
             pub.offer(Work(frame, plan, results.get(k), failed=failed and bool(plan.due)))

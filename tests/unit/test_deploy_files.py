@@ -99,9 +99,18 @@ def test_prometheus_scrapes_edgeblur_and_loads_the_alerts() -> None:
 def test_grafana_is_provisioned_with_the_datasource_the_dashboard_uses() -> None:
     ds = _load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
     (source,) = ds["datasources"]
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "edgeblur.json").read_text())
+    text = (DEPLOY / "grafana" / "dashboards" / "edgeblur.json").read_text()
+    dashboard = json.loads(text)
+    # The data source is a variable (the provisioned default here, a choice on import): no
+    # panel or variable names a uid of its own.
     uids = {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p}
-    assert uids == {source["uid"]}
+    assert uids == {"${datasource}"} and source["isDefault"]
+    assert f'"uid": "{source["uid"]}"' not in text
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert {"instance", "camera"} <= set(variables)
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
     provider = _load(DEPLOY / "grafana" / "provisioning" / "dashboards" / "edgeblur.yaml")
     assert provider["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"
 
@@ -377,9 +386,11 @@ def test_dashboard_and_alerts_cover_what_operators_need() -> None:
     dash = "\n".join(_dashboard_queries())
     for needed in (
         "rate(edgeblur_source_frames_total",
-        'rate(edgeblur_frames_total{camera=~"$camera", result="published"}[1m])',
+        'rate(edgeblur_frames_total{instance=~"$instance", camera=~"$camera", '
+        'result="published"}[1m])',
         "edgeblur_latency_seconds_bucket",
-        'edgeblur_stage_seconds_bucket{stage="inference"}',
+        'sum by (group, le) (rate(edgeblur_stage_seconds_bucket{instance=~"$instance", '
+        'stage="inference"}',
         "edgeblur_camera_up",
         "edgeblur_reconnects_total",
         "result!=",

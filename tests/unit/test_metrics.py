@@ -160,10 +160,15 @@ def test_latency_buckets_span_5ms_to_2s(metrics: Metrics) -> None:
 
 def test_stage_and_batch_histograms(metrics: Metrics) -> None:
     for stage in STAGES:  # created up front, so every stage reads 0 before its first call
-        assert value(metrics, "edgeblur_stage_seconds_count", stage=stage) == 0
-    metrics.stage("inference").observe(0.03)
-    assert value(metrics, "edgeblur_stage_seconds_count", stage="inference") == 1
-    assert value(metrics, "edgeblur_stage_seconds_sum", stage="inference") == pytest.approx(0.03)
+        assert value(metrics, "edgeblur_stage_seconds_count", stage=stage, group="") == 0
+    metrics.stage("inference", "centerface+yolov8n-plate").observe(0.03)
+    got = {"stage": "inference", "group": "centerface+yolov8n-plate"}
+    assert value(metrics, "edgeblur_stage_seconds_count", **got) == 1
+    assert value(metrics, "edgeblur_stage_seconds_sum", **got) == pytest.approx(0.03)
+    assert value(metrics, "edgeblur_stage_seconds_count", stage="inference", group="") == 0
+    assert metrics.stage("inference", "g") is metrics.stage("inference", "g")
+    with pytest.raises(ValueError, match="looks like a URL"):
+        metrics.stage("inference", "rtsp://u:p@h/x")
     metrics.batch("face").observe(6)
     assert value(metrics, "edgeblur_inference_batch_size_bucket", model="face", le="8.0") == 1
     assert value(metrics, "edgeblur_inference_batch_size_bucket", model="face", le="4.0") == 0
@@ -267,6 +272,16 @@ def test_registries_are_independent() -> None:
     )
 
 
+def test_process_collector_and_no_created_series(metrics: Metrics) -> None:
+    metrics.camera("gate").frames["published"].inc()
+    metrics.stage("inference", "face").observe(0.01)
+    text = generate_latest(metrics.registry).decode()
+    assert "_created" not in text
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+        assert f"\n{name} " in text, name
+    assert "per batch" in text and "per frame" in text  # stage_seconds' help says which
+
+
 def test_runtime_info_is_replaced_whole(metrics: Metrics) -> None:
     """A reload that drops a group must not leave its old runtime series behind."""
     metrics.set_runtimes(
@@ -306,3 +321,13 @@ def test_remove_group_drops_its_schedule_gauges(metrics: Metrics) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'group="centerface"' not in text
     assert value(metrics, "edgeblur_detect_stride", group="scrfd", role="face") == 1
+
+
+def test_remove_group_drops_its_stage_series(metrics: Metrics) -> None:
+    metrics.stage("inference", "old").observe(0.01)
+    metrics.stage("inference", "kept").observe(0.01)
+    metrics.remove_group("old")
+    text = generate_latest(metrics.registry).decode()
+    assert 'group="old"' not in text and 'group="kept"' in text
+    metrics.stage("inference", "old").observe(0.01)  # a group that comes back starts again
+    assert value(metrics, "edgeblur_stage_seconds_count", stage="inference", group="old") == 1

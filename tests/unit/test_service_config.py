@@ -56,7 +56,7 @@ def test_password_comes_from_the_environment_and_is_never_echoed(tmp_path):
         {"name": "yard", "url": "rtsp://admin:${PASS}@10.0.0.1/s", "source": {"read_timeout_s": -1}}
     )
     msg = error(tmp_path, data, env={"PASS": SECRET})
-    assert "cameras.yard.source.read_timeout_s" in msg
+    assert "'cameras[1].source.read_timeout_s'" in msg and "camera 'yard'" in msg
     assert SECRET not in msg and "s3cr" not in msg
 
 
@@ -68,12 +68,12 @@ def test_missing_variable_names_the_key(tmp_path):
 @pytest.mark.parametrize(
     ("camera", "needle"),
     [
-        ({"name": "Gate 2", "url": "rtsp://h/s"}, "cameras.[1].name"),
+        ({"name": "Gate 2", "url": "rtsp://h/s"}, "'cameras[1].name' must be letters"),
         ({"name": "gate", "url": "rtsp://h/s"}, "used twice"),
-        ({"name": "yard", "url": "ftp://h/s"}, "cameras.yard.url"),
+        ({"name": "yard", "url": "ftp://h/s"}, "'cameras[1].url'"),
         ({"name": "yard", "url": "rtsp://h/s", "outptu": {}}, "did you mean 'output'"),
         ({"name": "yard", "url": "rtsp://h/s", "output": {"rtsp": "http://x/y"}}, "output.rtsp"),
-        ({"name": "yard"}, "'cameras.yard.url' is missing"),
+        ({"name": "yard"}, "'cameras[1].url' is missing"),
     ],
 )
 def test_bad_camera_entries(tmp_path, camera, needle):
@@ -144,3 +144,59 @@ def test_cameras_recording_to_their_own_files_are_fine(tmp_path):
     }
     cfg = load_service_config(write(tmp_path, data), env={})
     assert [c.output.file.name for c in cfg.cameras] == ["a.rec.mp4", "b.rec.mp4"]
+
+
+def test_a_typo_of_the_only_key_is_reported_as_unknown_not_as_missing(tmp_path):
+    msg = error(tmp_path, {"camerass": [{"name": "gate", "url": "rtsp://h/s"}]})
+    assert "unknown key 'camerass'" in msg and "did you mean 'cameras'" in msg
+    assert "missing" not in msg
+
+
+def test_unknown_key_in_a_camera_is_reported_before_a_missing_url(tmp_path):
+    msg = error(tmp_path, cams({"name": "yard", "ulr": "rtsp://h/s"}))
+    assert "unknown key 'cameras[1].ulr'" in msg and "did you mean 'url'" in msg
+
+
+def test_cameras_as_a_mapping_name_to_camera(tmp_path):
+    data = {
+        "defaults": {"output": {"rtsp": "rtsp://127.0.0.1:8554/{name}"}},
+        "cameras": {
+            "Gate.2": {"url": "rtsp://127.0.0.1:8554/cam"},
+            "yard~b": {"url": "rtsp://127.0.0.1:8554/y", "output": {"file": "/rec/{name}.mp4"}},
+        },
+    }
+    cfg = load_service_config(write(tmp_path, data), env={})
+    assert [c.name for c in cfg.cameras] == ["Gate.2", "yard~b"]
+    assert cfg.cameras[0].output.rtsp.reveal() == "rtsp://127.0.0.1:8554/Gate.2"
+    assert cfg.cameras[1].output.rtsp.reveal() == "rtsp://127.0.0.1:8554/yard~b"
+    assert str(cfg.cameras[1].output.file) == "/rec/yard~b.mp4"
+
+
+@pytest.mark.parametrize(
+    ("cameras", "needle"),
+    [
+        ({"gate": {"url": "rtsp://h/s", "name": "other"}}, "differs from its key"),
+        ({"gate": {}}, "'cameras.gate.url' is missing"),
+        ({"gate": {"url": "ftp://h/s"}}, "'cameras.gate.url'"),
+        ({"bad name": {"url": "rtsp://h/s"}}, "'cameras.bad name.name' must be letters"),
+        ({".hidden": {"url": "rtsp://h/s"}}, "not starting with '.'"),
+    ],
+)
+def test_bad_cameras_in_a_mapping(tmp_path, cameras, needle):
+    assert needle in error(tmp_path, {"cameras": cameras})
+
+
+@pytest.mark.parametrize(
+    ("zones", "needle"),
+    [
+        ([{"kind": "hide", "points": [[0, 0], [1, 1]]}], "at least 3 corners"),
+        ([{"points": [[0, 0], [640, 0], [640, 480]]}], "between 0 and 1"),
+        ([{"kind": "blur", "points": [[0, 0], [1, 0], [1, 1]]}], "'hide' or 'ignore'"),
+        ([{"kind": "hide", "pts": [[0, 0], [1, 0], [1, 1]]}], "did you mean 'points'"),
+    ],
+)
+def test_malformed_zone_is_one_sentence_naming_the_zone(tmp_path, zones, needle):
+    msg = error(
+        tmp_path, cams({"name": "yard", "url": "rtsp://h/s", "anonymize": {"zones": zones}})
+    )
+    assert needle in msg and "cameras[1].anonymize.zones[0]" in msg
