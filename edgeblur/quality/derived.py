@@ -10,7 +10,11 @@ library RNG):
 - a crowd mosaic 2048 px wide: the clear, large (>= 40 px) shared faces cropped with some head
   and shoulders, shrunk to 10-40 px, feathered onto a real face-free background (alpr_test.jpg,
   else neutral grey) at known grid positions. Sources are only ever shrunk, never enlarged, so a
-  small face here looks like a small face in a photo, not like an upscaled blur.
+  small face here looks like a small face in a photo, not like an upscaled blur;
+- CCTV-like videos: each labelled clip with faces (carphone, bikes) at 1/2 and 1/4, placed on a
+  1280x720 street background, so heads of about 6-28 px sit in a frame the detector shrinks to
+  its input width (the downscaled stills above are small pictures, which the detector may
+  enlarge up to 2x: they do not test that case). H.264 at CRF 12, every frame, labels moved.
 
 The images are written as PNG to a folder the caller owns (a temporary one in `edgeblur eval`)
 and never committed. Each label entry carries ``set`` ("small 1/2", ..., "small crowd") so the
@@ -19,8 +23,9 @@ eval report can give each its own row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -41,6 +46,9 @@ CROWD_PER_FILE = 3  # at most this many source faces per file, so carphone's 24 
 CONTEXT_SIDE, CONTEXT_TOP, CONTEXT_BOTTOM = 0.5, 0.5, 0.7
 BACKGROUND = "alpr_test.jpg"  # a street with cars, no people (MEDIA.md)
 GREY = 118
+CCTV_W, CCTV_H = 1280, 720
+CCTV_SCALES = (2, 4)
+CCTV_CRF = 12  # near-lossless: the faces are few pixels, coding noise should not decide them
 
 
 @dataclass
@@ -49,6 +57,17 @@ class Case:
 
     name: str
     rgb: np.ndarray
+    entry: dict
+
+
+@dataclass
+class VideoCase:
+    """One derived video: its frames, made on demand (250 frames of 720p do not fit in memory
+    comfortably), and its labels.json entry."""
+
+    name: str
+    frames: Callable[[], Iterator[np.ndarray]]
+    fps: Fraction
     entry: dict
 
 
@@ -212,8 +231,88 @@ def crowd(faces: list[tuple[np.ndarray, np.ndarray]], background: Source | None)
     return Case("crowd2048.png", canvas, entry)
 
 
+# -- CCTV-like videos ----------------------------------------------------------------------------
+def _move(boxes, scale: float, size: tuple[int, int], at: tuple[int, int]) -> list[list[int]]:
+    """Boxes scaled into a picture of ``size`` (w, h) placed at ``at`` (x, y)."""
+    return (scale_boxes(boxes, scale, scale, *size) + np.array([*at, *at])).tolist()
+
+
+def cctv(path: Path, entry: dict, scale: int, background: np.ndarray | None) -> VideoCase:
+    """The clip at ``path`` at 1/scale on a 1280x720 background, its labels moved with it."""
+    from edgeblur.io.files import decode_frames, probe_video
+
+    if background is None:
+        canvas = np.full((CCTV_H, CCTV_W, 3), GREY, np.uint8)
+    else:
+        canvas = cv2.resize(background, (CCTV_W, CCTV_H), interpolation=cv2.INTER_AREA)
+    w, h = entry["width"], entry["height"]
+    nw, nh = round(w / scale), round(h / scale)
+    f = nw / w  # one factor for both axes; nh / h differs by under a pixel
+    dx, dy = (CCTV_W - nw) * 2 // 3, (CCTV_H - nh) // 3  # off centre, as a camera's subject is
+
+    def frames() -> Iterator[np.ndarray]:
+        for rgb, _, _ in decode_frames(path):
+            out = canvas.copy()
+            out[dy : dy + nh, dx : dx + nw] = cv2.resize(
+                rgb, (nw, nh), interpolation=cv2.INTER_AREA
+            )
+            yield out
+
+    labelled = {}
+    for i, lab in entry["frames"].items():
+        faces = np.asarray(_move(lab.get("faces", []), f, (nw, nh), (dx, dy)), np.int64).reshape(
+            -1, 4
+        )
+        keep = (faces[:, 3] - faces[:, 1]) >= MIN_FACE
+        kept = [int(j) for j in np.flatnonzero(keep)]
+        labelled[i] = {
+            "faces": faces[keep].tolist(),
+            "plates": _move(lab.get("plates", []), f, (nw, nh), (dx, dy)),
+            "ignore": _move(lab.get("ignore", []), f, (nw, nh), (dx, dy)) + faces[~keep].tolist(),
+            "hard": {
+                "faces": [kept.index(j) for j in lab.get("hard", {}).get("faces", []) if j in kept],
+                "plates": list(lab.get("hard", {}).get("plates", [])),
+            },
+        }
+    stem = Path(path).stem
+    out_entry = {
+        "type": "video",
+        "width": CCTV_W,
+        "height": CCTV_H,
+        "frames_total": entry["frames_total"],
+        "fps": entry["fps"],
+        "labelled_every": entry.get("labelled_every"),
+        "frames": labelled,
+        "set": f"small cctv 1/{scale}",
+        "note": f"{stem} at 1/{scale} on a {CCTV_W}x{CCTV_H} background (edgeblur.quality.derived)",
+    }
+    fps = probe_video(path).fps
+    return VideoCase(
+        f"{stem}.cctv{scale}.mp4", frames, Fraction(fps).limit_denominator(1001), out_entry
+    )
+
+
+def write_video(case: VideoCase, dest: Path) -> int:
+    """Encode ``case`` to ``dest`` (H.264, every frame, constant rate); returns the frames."""
+    import av
+
+    count = 0
+    with av.open(str(dest), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=case.fps)
+        stream.width, stream.height, stream.pix_fmt = CCTV_W, CCTV_H, "yuv420p"
+        stream.options = {"crf": str(CCTV_CRF), "preset": "veryfast"}
+        for rgb in case.frames():
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = count
+            frame.time_base = 1 / case.fps
+            out.mux(stream.encode(frame))
+            count += 1
+        out.mux(stream.encode(None))
+    return count
+
+
 # -- the set ------------------------------------------------------------------------------------
-def build(name: str, files: dict[str, Path], labels: dict) -> list[Case]:
+def build(name: str, files: dict[str, Path], labels: dict) -> list[Case | VideoCase]:
     """The derived cases of set ``name`` from the labelled ``files`` (name → path)."""
     if name not in SETS:
         raise ConfigError(f"There is no derived set '{name}'; use one of {', '.join(SETS)}.")
@@ -227,6 +326,15 @@ def build(name: str, files: dict[str, Path], labels: dict) -> list[Case]:
         background = Source("bg", read_image(files[BACKGROUND]).rgb, labels[BACKGROUND])
     if faces:
         cases.append(crowd(faces, background))
+    clips = [
+        n
+        for n in sorted(files)
+        if labels[n]["type"] == "video"
+        and Path(n).suffix.lower() != ".gif"
+        and any(v.get("faces") for v in labels[n].get("frames", {}).values())
+    ]
+    bg = background.rgb if background is not None else None
+    cases += [cctv(files[n], labels[n], k, bg) for k in CCTV_SCALES for n in clips]
     if not cases:
         raise ConfigError(
             f"The derived set '{name}' needs labelled media with faces; give the shared media "
@@ -235,12 +343,17 @@ def build(name: str, files: dict[str, Path], labels: dict) -> list[Case]:
     return cases
 
 
-def write(cases: list[Case], folder: Path) -> tuple[list[Path], dict]:
-    """PNG files of ``cases`` in ``folder`` and their labels.json entries by file name."""
+def write(cases: list[Case | VideoCase], folder: Path) -> tuple[list[Path], dict]:
+    """PNG or MP4 files of ``cases`` in ``folder`` and their labels.json entries by file name."""
     folder.mkdir(parents=True, exist_ok=True)
     paths, entries = [], {}
     for c in cases:
         path = folder / c.name
+        if isinstance(c, VideoCase):
+            write_video(c, path)
+            paths.append(path)
+            entries[c.name] = c.entry
+            continue
         ok, buf = cv2.imencode(".png", cv2.cvtColor(c.rgb, cv2.COLOR_RGB2BGR))
         if not ok:  # cannot happen for uint8 RGB; say so rather than evaluate a missing file
             raise RuntimeError(f"PNG encoding of {c.name} failed")

@@ -14,7 +14,8 @@ off, detection stride, backfill) and reports:
 - fps: video frames per second of decode + detect + track + hide (no encoding, no judge).
 - faces by size: coverage per face box height (< 10, 10-20, 20-40, >= 40 px) for each set: the
   shared media, and the derived cases of ``--derived small`` (derived.py: the shared media at
-  1/2, 1/3, 1/4 and a 2048-px crowd of 10-40 px faces, made in a temporary folder per run).
+  1/2, 1/3, 1/4, a 2048-px crowd of 10-40 px faces, and the face clips at 1/2 and 1/4 in a
+  720p frame; made in a temporary folder per run).
 
 ``--baseline`` exits 1 when a coverage share fell by more than ``--margin`` percentage points
 against a stored run, over the modes and files both runs hold (as norfair's mot_metrics).
@@ -374,7 +375,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         "--derived",
         choices=["small"],  # derived.SETS; not imported here, so `edgeblur --help` skips cv2
         help="Also evaluate cases derived from the given media: small = the faces at 1/2, 1/3, "
-        "1/4 and a 2048-px crowd of 10-40 px faces (made in a temporary folder, not kept).",
+        "1/4, a 2048-px crowd of 10-40 px faces and the face clips small in a 720p frame (made "
+        "in a temporary folder, not kept).",
     )
     add("--only-derived", action="store_true", help="Evaluate the derived cases only.")
     add("--json", type=Path, metavar="OUT", help="Also write every figure, per mode and file.")

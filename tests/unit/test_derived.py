@@ -3,11 +3,13 @@ on the faces, sizes where the issue wants them. Real shared media, no model."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from edgeblur.errors import ConfigError
-from edgeblur.io.files import read_image
+from edgeblur.io.files import decode_frames, probe_video, read_image
 from edgeblur.quality import derived
 
 SOURCES = ("city.jpg", "astronaut.png", "carphone.mp4", "alpr_test.jpg")
@@ -23,16 +25,28 @@ def cases(files, labels):
     return derived.build("small", files, labels)
 
 
+def stills(cases) -> list[derived.Case]:
+    return [c for c in cases if isinstance(c, derived.Case)]
+
+
+def videos(cases) -> list[derived.VideoCase]:
+    return [c for c in cases if isinstance(c, derived.VideoCase)]
+
+
 def test_the_same_media_give_the_same_pixels_and_labels(cases, files, labels):
     again = derived.build("small", files, labels)
     assert [c.name for c in again] == [c.name for c in cases]
-    for a, b in zip(cases, again, strict=True):
+    for a, b in zip(stills(cases), stills(again), strict=True):
         assert a.entry == b.entry, a.name
         assert np.array_equal(a.rgb, b.rgb), a.name
+    for a, b in zip(videos(cases), videos(again), strict=True):
+        assert a.entry == b.entry and a.fps == b.fps, a.name
+        for fa, fb in itertools.islice(zip(a.frames(), b.frames(), strict=True), 0, 120, 40):
+            assert np.array_equal(fa, fb), a.name
 
 
 def test_every_box_lies_inside_its_image(cases):
-    for c in cases:
+    for c in stills(cases):
         h, w = c.rgb.shape[:2]
         assert (c.entry["width"], c.entry["height"]) == (w, h), c.name
         for kind in ("faces", "plates", "ignore"):
@@ -90,6 +104,34 @@ def test_the_crowd_places_faces_of_10_to_40_px_where_its_labels_say(files, label
     assert not overlap.any()
 
 
+def test_cctv_videos_put_the_clip_small_into_a_720p_frame_with_its_labels(cases, labels):
+    (half, quarter) = (c for c in videos(cases) if c.name.startswith("carphone."))
+    assert (half.name, quarter.name) == ("carphone.cctv2.mp4", "carphone.cctv4.mp4")
+    src = labels["carphone.mp4"]
+    assert set(quarter.entry["frames"]) == set(src["frames"])
+    assert quarter.entry["set"] == "small cctv 1/4"
+    first = next(quarter.frames())
+    assert first.shape == (derived.CCTV_H, derived.CCTV_W, 3)
+    heights = []
+    for lab in quarter.entry["frames"].values():
+        for x1, y1, x2, y2 in lab["faces"]:
+            assert 0 <= x1 < x2 <= derived.CCTV_W and 0 <= y1 < y2 <= derived.CCTV_H
+            heights.append(y2 - y1)
+    assert len(heights) == 24 and min(heights) >= 10 and max(heights) < 20
+    # The labelled face lies on the clip's pixels, not on the background around it.
+    x1, y1, x2, y2 = quarter.entry["frames"]["0"]["faces"][0]
+    bg = next(half.frames())  # the same background, the clip elsewhere and larger
+    assert np.abs(first[y1:y2, x1:x2].astype(int) - bg[y1:y2, x1:x2]).mean() > 5
+
+
+def test_a_written_cctv_video_has_every_frame(cases, tmp_path):
+    case = next(c for c in videos(cases) if c.name == "carphone.cctv4.mp4")
+    (path,), entries = derived.write([case], tmp_path)
+    info = probe_video(path)
+    assert (info.width, info.height) == (derived.CCTV_W, derived.CCTV_H)
+    assert sum(1 for _ in decode_frames(path)) == entries[path.name]["frames_total"] == 120
+
+
 def test_the_crowd_uses_the_street_background_and_ignores_its_plates(cases):
     crowd = next(c for c in cases if c.name == "crowd2048.png")
     assert crowd.entry["set"] == "small crowd"
@@ -99,7 +141,7 @@ def test_the_crowd_uses_the_street_background_and_ignores_its_plates(cases):
 
 
 def test_written_pngs_read_back_pixel_for_pixel(cases, tmp_path):
-    some = cases[:2] + cases[-1:]
+    some = stills(cases)[:2] + stills(cases)[-1:]
     paths, entries = derived.write(some, tmp_path / "out")
     assert [p.name for p in paths] == [c.name for c in some]
     for p, c in zip(paths, some, strict=True):
