@@ -32,3 +32,15 @@ def box_coverage(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         inside = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
         out[i] = inside / area
     return out
+
+
+# Face size buckets of `edgeblur eval`, by box height in pixels of the evaluated image (a profile
+# face is narrow but as tall as a frontal one, so height tracks distance better than width).
+SIZE_BUCKETS = (("<10", 0, 10), ("10-20", 10, 20), ("20-40", 20, 40), (">=40", 40, None))
+
+
+def size_buckets(boxes: np.ndarray) -> list[str]:
+    """The SIZE_BUCKETS name of each xyxy box, by its height."""
+    heights = np.asarray(boxes, np.int64).reshape(-1, 4) @ np.array([0, -1, 0, 1])
+    edges = [lo for _, lo, _ in SIZE_BUCKETS[1:]]
+    return [SIZE_BUCKETS[int(i)][0] for i in np.searchsorted(edges, heights, side="right")]

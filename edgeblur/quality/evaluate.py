@@ -12,6 +12,10 @@ off, detection stride, backfill) and reports:
   ("gaps"), a hidden face region that vanishes for 1-2 frames and comes back;
 - over-blur: share of frame pixels hidden outside ``ignore`` regions, mean over frames;
 - fps: video frames per second of decode + detect + track + hide (no encoding, no judge).
+- faces by size: coverage per face box height (< 10, 10-20, 20-40, >= 40 px) for each set: the
+  shared media, and the derived cases of ``--derived small`` (derived.py: the shared media at
+  1/2, 1/3, 1/4, a 2048-px crowd of 10-40 px faces, and the face clips at 1/2 and 1/4 in a
+  720p frame; made in a temporary folder per run).
 
 ``--baseline`` exits 1 when a coverage share fell by more than ``--margin`` percentage points
 against a stored run, over the modes and files both runs hold (as norfair's mot_metrics).
@@ -20,10 +24,12 @@ against a stored run, over the modes and files both runs hold (as norfair's mot_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import operator
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +37,7 @@ from pathlib import Path
 from edgeblur.config import job_config
 from edgeblur.errors import ConfigError, SourceUnavailable
 from edgeblur.fs import atomic_path
-from edgeblur.quality.coverage import COVERED
+from edgeblur.quality.coverage import COVERED, SIZE_BUCKETS
 from edgeblur.quality.judge import JUDGES, LEAK_IOU
 from edgeblur.quality.scores import COVERAGE, Evaluation, summary
 
@@ -159,10 +165,54 @@ def report(results: list[ModeResult], checks: list[dict], judge: str, detail: bo
                 f"{c['plates_hard']:>8}{f['judge_faces']:>9}{f['leak_frames']:>8}{fl:>8}"
                 f"{f['gaps']:>6}{_pct(f['over_blur']):>10}{f['fps']:>7.1f}"
             )
+    out += ["", *by_size_report(results)]
     out += ["", "targets:"]
     for t in checks:
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[t["pass"]]
         out.append(f"  {verdict:<4}  {t['target']:<52} {_pct(t['value']):>7}  {t['mode'] or ''}")
+    return out
+
+
+def file_set(name: str, entry: dict) -> str:
+    """The set a labelled file belongs to: its label's ``set`` (derived cases), else shared."""
+    return entry.get("set", "shared")
+
+
+def by_set(r: ModeResult) -> dict[str, dict]:
+    """Face coverage by size of each set of ``r``'s files, plus "all" when there are several."""
+    groups: dict[str, dict] = {}
+    for name, f in r.files.items():
+        groups.setdefault(f.get("set", "shared"), {})[name] = f
+    if len(groups) > 1:
+        groups["all"] = r.files
+    out = {}
+    for key, files in groups.items():
+        o = summary(files)
+        faces = [o["coverage"][k] for k in ("faces_images", "faces_videos")]
+        c, t = sum(x["covered"] for x in faces), sum(x["total"] for x in faces)
+        out[key] = {
+            "files": len(files),
+            "faces": {"covered": c, "total": t, "share": c / t if t else None},
+            "faces_by_size": o["faces_by_size"],
+        }
+    return out
+
+
+def by_size_report(results: list[ModeResult]) -> list[str]:
+    """Faces covered per size bucket (box height, px), per mode and set: the small-face view."""
+    names = [n for n, _, _ in SIZE_BUCKETS]
+    out = [
+        "faces covered by size (box height in px of the evaluated image):",
+        f"{'mode':<20}{'set':<14}{''.join(f'{n:>16}' for n in names)}{'all faces':>16}",
+    ]
+    for r in results:
+        for key, g in by_set(r).items():
+            cells = [
+                _frac(g["faces_by_size"][n]["covered"], g["faces_by_size"][n]["total"])
+                for n in names
+            ]
+            cells.append(_frac(g["faces"]["covered"], g["faces"]["total"]))
+            out.append(f"{r.name:<20}{key:<14}{''.join(f'{c:>16}' for c in cells)}")
     return out
 
 
@@ -207,11 +257,38 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edgeblur.build import build_anonymizer, build_detector
-    from edgeblur.files.blur import FileAnonymizer
+    with contextlib.ExitStack() as stack:
+        labels, paths = inputs(args, stack)
+        return _evaluate(args, labels, paths)
+
+
+def inputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[dict, list[Path]]:
+    """The labels and files to evaluate: the given media, plus any derived set (made in a
+    temporary folder that ``stack`` removes)."""
+    from edgeblur.quality import derived
 
     labels = _read_json(args.labels, "Labels").get("files", {})
     paths = media_files(args.media, labels)
+    if not args.derived:
+        if args.only_derived:
+            raise ConfigError("--only-derived needs --derived NAME; add e.g. --derived small.")
+        return labels, paths
+    cases = derived.build(args.derived, {p.name: p for p in paths}, labels)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeblur-derived-")))
+    made, entries = derived.write(cases, folder)
+    clash = sorted(set(entries) & {p.name for p in paths})
+    if clash:
+        raise ConfigError(
+            f"{clash[0]} is both a given file and a derived case; leave derived images out of "
+            "the media."
+        )
+    return {**labels, **entries}, ([] if args.only_derived else paths) + made
+
+
+def _evaluate(args: argparse.Namespace, labels: dict, paths: list[Path]) -> int:
+    from edgeblur.build import build_anonymizer, build_detector
+    from edgeblur.files.blur import FileAnonymizer
+
     modes = []
     for name, flags in map(parse_mode, args.modes):
         cfg = job_config(args.config, flags)
@@ -226,7 +303,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for p in paths:
             s = ev.file(worker, p)
             fps = s.frames / s.seconds if s.seconds else 0.0
-            files[p.name] = {**asdict(s), "over_blur": s.over_blur_sum / s.frames, "fps": fps}
+            files[p.name] = {
+                **asdict(s),
+                "over_blur": s.over_blur_sum / s.frames,
+                "fps": fps,
+                "set": file_set(p.name, labels[p.name]),
+            }
             if not args.quiet:
                 print(f"eval: {name}: {p.name}: {s.frames} frames, {fps:.1f} fps", file=sys.stderr)
         overall = summary(files)
@@ -243,6 +325,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         command = ["edgeblur eval --labels", str(args.labels), *map(str, args.media)]
         command += ["--modes", *args.modes, "--judge", args.judge]
         command += ["--config", str(args.config)] if args.config else []
+        command += ["--derived", args.derived] if args.derived else []
+        command += ["--only-derived"] if args.only_derived else []
         command += ["--json", str(args.json)]
         doc = {
             "note": f"Written by `{' '.join(command).replace(str(Path.home()), '~')}` (fps on "
@@ -251,7 +335,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "covered_at": COVERED,
             "judge": args.judge,
             "leak_iou": LEAK_IOU,
-            "modes": [{"mode": r.name, "overall": r.overall, "files": r.files} for r in results],
+            "size_buckets": "face box height, px: " + ", ".join(n for n, _, _ in SIZE_BUCKETS),
+            "modes": [
+                {"mode": r.name, "overall": r.overall, "by_set": by_set(r), "files": r.files}
+                for r in results
+            ],
             "targets": checks,
         }
         with atomic_path(Path(args.json)) as tmp:
@@ -283,6 +371,14 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         default="dlib-hog",
         help="Independent face detector of the leak measure (default dlib-hog).",
     )
+    add(
+        "--derived",
+        choices=["small"],  # derived.SETS; not imported here, so `edgeblur --help` skips cv2
+        help="Also evaluate cases derived from the given media: small = the faces at 1/2, 1/3, "
+        "1/4, a 2048-px crowd of 10-40 px faces and the face clips small in a 720p frame (made "
+        "in a temporary folder, not kept).",
+    )
+    add("--only-derived", action="store_true", help="Evaluate the derived cases only.")
     add("--json", type=Path, metavar="OUT", help="Also write every figure, per mode and file.")
     add("--baseline", type=Path, help="--json of an earlier run: exit 1 if coverage fell more.")
     add("--margin", type=float, default=1.0, help="Allowed coverage drop, points (default 1).")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeblur.core.anonymize import hidden_mask
-from edgeblur.quality.coverage import COVERED, box_coverage
+from edgeblur.quality.coverage import COVERED, SIZE_BUCKETS, box_coverage, size_buckets
 from edgeblur.quality.judge import LEAK_IOU, iou_matrix, matched
 from edgeblur.types import Frame, Kind, Regions
 
@@ -113,6 +113,10 @@ def _tallies() -> dict[str, list[int]]:
     return {k: [0, 0] for k in ("faces", "plates", "faces_hard", "plates_hard")}
 
 
+def _size_tallies() -> dict[str, list[int]]:
+    return {name: [0, 0] for name, _, _ in SIZE_BUCKETS}
+
+
 @dataclass
 class FileScore:
     type: str  # image | video (a GIF is a video)
@@ -120,6 +124,7 @@ class FileScore:
     judged: bool = False  # False: no judge ran, the leak figures mean nothing
     frames: int = 0
     coverage: dict[str, list[int]] = field(default_factory=_tallies)  # [covered, total]
+    faces_by_size: dict[str, list[int]] = field(default_factory=_size_tallies)  # box height
     over_blur_sum: float = 0.0
     judge_faces: int = 0  # the judge's faces on the input frames
     judge_seen: int = 0  # labelled faces among them (the judge's sensitivity)
@@ -175,6 +180,9 @@ class Evaluation:
                     s.coverage[key][1] += len(pick)
                 if what == "faces":
                     labelled.append((lab["faces"], hit))
+                    for bucket, h in zip(size_buckets(lab["faces"]), hit, strict=True):
+                        s.faces_by_size[bucket][0] += int(h)
+                        s.faces_by_size[bucket][1] += 1
             if self.judge is not None and i not in judged:
                 judged[i] = self.judge.faces(image)  # before hiding: apply() works in place
             t0 = time.perf_counter()
@@ -214,6 +222,16 @@ def summary(files: dict[str, dict]) -> dict:
         c, t = (sum(f["coverage"][src][i] for f in of) for i in (0, 1))
         return {"covered": c, "total": t, "share": c / t if t else None}
 
+    def by_size(of: list[dict]) -> dict:
+        # .get: runs stored before the buckets existed have none; they count as empty.
+        c = {
+            n: [sum(f.get("faces_by_size", {}).get(n, [0, 0])[i] for f in of) for i in (0, 1)]
+            for n, _, _ in SIZE_BUCKETS
+        }
+        return {
+            n: {"covered": a, "total": t, "share": a / t if t else None} for n, (a, t) in c.items()
+        }
+
     of_frames = add("frames", face_videos) if all(f.get("judged", 1) for f in every) else 0
     return {
         "coverage": {
@@ -231,6 +249,7 @@ def summary(files: dict[str, dict]) -> dict:
             "set_aside": add("judge_set_aside", every),
             "images": add("leak_frames", images),
         },
+        "faces_by_size": by_size(every),
         "flicker": {k: add(k, videos) for k in ("flicker", "labelled_tracks", "gaps")},
         "over_blur": add("over_blur_sum", every) / add("frames", every) if every else None,
         "fps": add("frames", videos) / add("seconds", videos) if videos else None,
