@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeblur.cli import build_parser, job_config
+from edgeblur.cli import blur_overrides, build_parser
+from edgeblur.config import job_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +27,11 @@ def edgeblur(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_boxes_means_box_shaped_masks_and_still_hides() -> None:
-    cfg = job_config(build_parser().parse_args(["blur", "x.jpg", "--boxes"]))
+    args = build_parser().parse_args(["blur", "x.jpg", "--boxes"])
+    cfg = job_config(args.config, blur_overrides(args))
     assert cfg.anonymize.face_shape == "box" and cfg.anonymize.method == "gaussian"
-    cfg = job_config(build_parser().parse_args(["blur", "x.jpg", "--boxes", "--shape", "ellipse"]))
+    args = build_parser().parse_args(["blur", "x.jpg", "--boxes", "--shape", "ellipse"])
+    cfg = job_config(args.config, blur_overrides(args))
     assert cfg.anonymize.face_shape == "ellipse"  # the explicit flag wins
 
 
