@@ -68,6 +68,8 @@ def test_user_yolov5_face_file_runs_at_its_traced_size(media_dir, tmp_path):
             "--face-family",
             "yolov5_face",
             "--no-plates",
+            "--tiles",  # the whole image only: the file's fixed answer would repeat per tile
+            "1",
         ],
         capture_output=True,
         text=True,
