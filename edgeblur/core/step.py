@@ -74,10 +74,16 @@ ALL_TILES = None  # Detector.detect(..., plans=None): every role, every tile (st
 class Planner:
     """One camera's or one file's schedule; call ``plan`` for every decoded frame in order."""
 
-    def __init__(self, cadence: Mapping[str, Cadence], cuts: bool = True):
+    def __init__(self, cadence: Mapping[str, Cadence], cuts: bool = True, phase: int = 0):
         self.cadence = dict(cadence)
         self._cuts = CutDetector() if cuts else None
         self._runs = dict.fromkeys(self.cadence, 0)  # detections so far per role: tile rotation
+        # Spreads the detector's work over frames: cameras of one group start at different
+        # phases, and plates run half a stride after faces, so no frame carries every model of
+        # every camera at once (the same number of runs, smaller latency peaks).
+        self.phase = phase
+        self._last = -1
+        self._ran: dict[str, int] = {}  # role → index of the frame it last ran on
 
     def set_cadence(self, cadence: Mapping[str, Cadence]) -> None:
         """A new schedule (the auto scheduler's); applies from the next frame."""
@@ -88,12 +94,31 @@ class Planner:
     def reset(self) -> None:
         if self._cuts is not None:
             self._cuts = CutDetector()
+        self._last = -1
+
+    def _offset(self, role: str, stride: int) -> int:
+        return (self.phase + (stride // 2 if role == "plate" else 0)) % stride
 
     def plan(self, index: int, image: np.ndarray | None) -> Plan:
         cut = bool(self._cuts is not None and image is not None and self._cuts.is_cut(image))
+        # The first frame, and the first after the source restarted its numbering, run every
+        # role: nothing before vouches for them.
+        start = index <= self._last or self._last < 0
+        self._last = index
+        if start:
+            # The next runs come a phase early, so cameras and roles fall on different frames.
+            self._ran = {r: index - self._offset(r, c.stride) for r, c in self.cadence.items()}
+        # Due by the frames since the role last ran, not by index % stride: frames the source
+        # dropped (a busy machine) never reach the planner, and a role whose turn fell on a
+        # dropped frame would wait a whole stride more, past the fail-closed budget.
         due = frozenset(
-            role for role, c in self.cadence.items() if cut or index % max(1, c.stride) == 0
+            role
+            for role, c in self.cadence.items()
+            if cut or start or index - self._ran.get(role, index - c.stride) >= c.stride
         )
+        if not start:  # the start's runs keep the phase set above
+            for role in due:
+                self._ran[role] = index
         tiles: dict[str, tuple[int, ...]] = {}
         for role in due:
             c = self.cadence[role]

@@ -76,7 +76,9 @@ def stride_limit(fps: float, max_unchecked_s: float, headroom: float = 0.8) -> i
     within what the tracker carries safely (``MAX_GAP_S``)."""
     if fps <= 0:
         return 1
-    return max(1, math.floor(min(max_unchecked_s * headroom, MAX_GAP_S) * fps))
+    # round() for the tracker's bound: a measured 24.9 fps must not cut 4 frames to 3.
+    budget = math.floor(max_unchecked_s * headroom * fps)
+    return max(1, min(budget, round(MAX_GAP_S * fps)))
 
 
 class AutoCadence:

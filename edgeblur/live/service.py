@@ -72,7 +72,9 @@ class InferenceWorker:
         base = dict(cadence or {role: Cadence() for role in detector.role_names})
         self.base = base
         self.auto = auto
-        self.planners: dict[str, Planner] = {pub.name: Planner(base) for _src, pub in cameras}
+        self.planners: dict[str, Planner] = {
+            pub.name: Planner(base, phase=k) for k, (_src, pub) in enumerate(cameras)
+        }
         self._max_unchecked_s = dict(max_unchecked_s or {})
         self._rate: dict[str, tuple[int, float, float]] = {}  # camera → (index, t, fps)
 
@@ -177,12 +179,19 @@ class InferenceWorker:
 
     def _adapt(self, busy_s: float) -> None:
         assert self.auto is not None
+        if any(self._rate.get(pub.name, (0, 0.0, 0.0))[2] <= 0 for _s, pub in self.cameras):
+            return  # a camera's rate is not known yet, so neither is the longest safe stride
+        before = self.auto.level
         changed = self.auto.set_limit(max(self._limit(pub.name) for _s, pub in self.cameras))
         changed |= self.auto.observe(busy_s, self._drops(), time.monotonic())
         if changed:
             for _src, pub in self.cameras:
                 self.planners[pub.name].set_cadence(self.cadence_of(pub.name))
-            log.info("%s: detect.auto level %d: %s", self.group, self.auto.level, self.describe())
+            # Easing is worth a warning (fewer detections, still fail-closed); easing back is not.
+            level = logging.WARNING if self.auto.level > before else logging.INFO
+            log.log(
+                level, "%s: detect.auto level %d: %s", self.group, self.auto.level, self.describe()
+            )
             self._export_schedule()
 
     def _export_schedule(self) -> None:

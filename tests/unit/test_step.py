@@ -22,18 +22,29 @@ def boxes(*items: tuple[Kind, float]) -> Detections:
     return Detections(xyxy, np.full(len(items), 0.9, np.float32), np.array([k for k, _ in items]))
 
 
-def test_each_role_runs_on_its_own_stride():
+def test_each_role_runs_on_its_own_stride_plates_half_a_stride_later():
     planner = Planner({"face": Cadence(stride=1), "plate": Cadence(stride=3)})
     due = [planner.plan(f.index, f.image).due for f in frames(7)]
-    assert [("face" in d, "plate" in d) for d in due] == [
-        (True, True),
-        (True, False),
-        (True, False),
-        (True, True),
-        (True, False),
-        (True, False),
-        (True, True),
-    ]
+    # Frame 0 runs everything (nothing before vouches for it); then plates on (i + 1) % 3 == 0,
+    # so faces and plates of a stride do not land on the same frame.
+    assert ["plate" in d for d in due] == [True, False, True, False, False, True, False]
+    assert all("face" in d for d in due)
+
+
+def test_cameras_of_a_group_start_at_different_phases():
+    a = Planner({"face": Cadence(stride=2)}, phase=0)
+    b = Planner({"face": Cadence(stride=2)}, phase=1)
+    runs_a = [bool(a.plan(i, None).due) for i in range(5)]
+    runs_b = [bool(b.plan(i, None).due) for i in range(5)]
+    assert runs_a == [True, False, True, False, True]
+    assert runs_b == [True, True, False, True, False]
+
+
+def test_a_restarted_numbering_runs_every_role():
+    planner = Planner({"face": Cadence(stride=4), "plate": Cadence(stride=4)})
+    for i in range(3):
+        planner.plan(i, None)
+    assert planner.plan(0, None).due == {"face", "plate"}
 
 
 def test_a_shot_cut_makes_every_role_due():
@@ -75,16 +86,16 @@ def test_a_plate_track_survives_its_own_stride_while_faces_update_every_frame():
 def test_gate_uses_the_stalest_role():
     gate = GateSettings(max_unchecked_s=0.1, max_latency_s=10.0)
     checker = Checker(["face", "plate"], CheckSettings(TrackSettings(), gate))
-    planner = Planner({"face": Cadence(stride=1), "plate": Cadence(stride=5)})
+    planner = Planner({"face": Cadence(stride=1), "plate": Cadence(stride=8)})
     verdicts = []
-    for f in frames(6, fps=25.0):
+    for f in frames(8, fps=25.0):
         plan = planner.plan(f.index, None)
         checker.regions(f, plan, Detections.empty())
         verdicts.append(checker.verdict(f, plan, failed=False, now=f.t_decoded))
-    # Frame 0: both ran. Faces run every frame, but plates last ran at t=0: 0.04, 0.08 s are
-    # within 0.1 s; 0.12 and 0.16 s are not, so those frames are unchecked though faces ran.
-    assert verdicts[:5] == [Verdict.PUBLISH] * 3 + [Verdict.UNCHECKED] * 2
-    assert verdicts[5] is Verdict.PUBLISH  # plates ran again on frame 5
+    # Faces run on every frame; plates on frames 0 and 4 (half a stride later than faces).
+    # A frame 0.12 s after the last plate run is unchecked although faces ran on it.
+    P, U = Verdict.PUBLISH, Verdict.UNCHECKED
+    assert verdicts == [P, P, P, U, P, P, P, U]
 
 
 def test_failed_inference_is_an_error_and_vouches_for_nothing():
@@ -120,3 +131,12 @@ def test_without_a_tracker_a_skipped_frame_reuses_the_last_detection():
     first = checker.regions(f[0], p0, boxes((Kind.FACE, 5)))
     assert checker.regions(f[1], p1, None) is first
     assert checker.verdict(f[1], p1, failed=False, now=f[1].t_decoded) is Verdict.UNCHECKED
+
+
+def test_frames_dropped_upstream_do_not_stretch_a_stride():
+    """The planner sees every 3rd frame (the source dropped the rest): a role with stride 4 must
+    run as soon as 4 frames passed, not wait for an index that is a multiple of 4."""
+    planner = Planner({"face": Cadence(stride=4)})
+    ran = [i for i in range(0, 60, 3) if planner.plan(i, None).due]
+    gaps = [b - a for a, b in zip(ran, ran[1:], strict=False)]
+    assert max(gaps) <= 4 + 2, ran  # at most one step of 3 past the stride
