@@ -3,6 +3,8 @@ strides, and the gate judged against the stalest role."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from edgeblur.core.gate import GateSettings, Verdict
@@ -138,5 +140,5 @@ def test_frames_dropped_upstream_do_not_stretch_a_stride():
     run as soon as 4 frames passed, not wait for an index that is a multiple of 4."""
     planner = Planner({"face": Cadence(stride=4)})
     ran = [i for i in range(0, 60, 3) if planner.plan(i, None).due]
-    gaps = [b - a for a, b in zip(ran, ran[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ran)]
     assert max(gaps) <= 4 + 2, ran  # at most one step of 3 past the stride
