@@ -29,22 +29,25 @@ def atomic_path(dest: Path, mode: int | None = None) -> Iterator[Path]:
     permissions (``0666`` less the umask) instead of ``mkstemp``'s ``0600``.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
     if mode is None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    os.chmod(tmp_path, mode)
+    tmp_path: Path | None = None
     try:
+        # Inside the try from its first line: a signal that lands right after the file is made
+        # (the tests freeze the process the moment it appears) must still remove it.
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
+        )
+        tmp_path = Path(tmp)
+        os.close(fd)
+        os.chmod(tmp_path, mode)
         yield tmp_path
         os.replace(tmp_path, dest)
     finally:
         # BaseException too: Ctrl-C must not leave the half file behind.
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
