@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,17 @@ def load_rgb(path: Path) -> np.ndarray:
     from edgeblur.io.files import read_image
 
     return read_image(path).rgb
+
+
+def edgeblur_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python -m edgeblur ARGS` from this checkout, as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeblur", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import av
@@ -201,3 +205,16 @@ def inject(run: Running) -> FaultyDetector:
     faulty = FaultyDetector(worker.detector)
     worker.detector = faulty
     return faulty
+
+
+def start_demo(log: Path) -> subprocess.Popen:
+    """`edgeblur serve --demo --port 0` from this checkout as a process, stdout and stderr
+    into ``log`` (the printed URLs tell the port); the caller stops it."""
+    root = Path(__file__).resolve().parent.parent
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )

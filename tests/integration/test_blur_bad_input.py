@@ -12,7 +12,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -21,19 +20,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import edgeblur_cli
 
 
 def edgeblur(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeblur", "blur", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return edgeblur_cli("blur", "-q", *args, cwd=cwd)
 
 
 def refused(r: subprocess.CompletedProcess, needle: str) -> None:

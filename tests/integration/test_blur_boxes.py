@@ -3,27 +3,13 @@ its output can never be taken for an anonymized file (``_boxes`` name, a warning
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import edgeblur_cli
 
 from edgeblur.cli import blur_overrides, build_parser
 from edgeblur.config import job_config
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def edgeblur(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeblur", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+edgeblur = edgeblur_cli
 
 
 def test_boxes_means_box_shaped_masks_and_still_hides() -> None:

@@ -14,22 +14,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import edgeblur_cli
 
 from edgeblur.io.files import probe_video, read_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def edgeblur(
-    *args: str, env: dict | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeblur", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
+edgeblur = edgeblur_cli
 
 
 def make_clip_with_audio(path: Path, frames: int = 50, fps: int = 25) -> None:

@@ -3,22 +3,9 @@ with their final rate; one line per file on stdout; no fps for a single image.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from conftest import edgeblur_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def edgeblur(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeblur", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+edgeblur = edgeblur_cli
 
 
 def test_video_bars_stay_with_their_rate_and_image_has_no_fps(tmp_path, media_dir, models):

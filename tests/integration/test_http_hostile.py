@@ -17,8 +17,6 @@ import re
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -26,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from rtsp import wait_for
-from serving import get
+from serving import get, start_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -139,13 +137,7 @@ def metrics_latency_s(base: str) -> float:
 
 def test_serve_keeps_publishing_and_stops_under_100_hostile_connections(models, tmp_path):
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
+    proc = start_demo(log)
     try:
         wait_for(lambda: "serving demo" in log.read_text(), 60, "serve to start")
         base = re.search(r"http://127\.0\.0\.1:\d+", log.read_text()).group(0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from rtsp import wait_for
-from serving import get
+from serving import get, start_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -24,13 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 def test_demo_serves_and_stops_on_sigterm_within_5_s(models, tmp_path):
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
+    proc = start_demo(log)
     try:
         # HTTP comes up before the engines are built: /metrics, /healthz and /status answer
         # while the service builds, and /status says which of the two it is doing.
@@ -117,13 +111,7 @@ def test_config_check_prints_the_resolved_config_without_the_password(tmp_path):
 def test_sigterm_while_building_engines_stops_cleanly(models, tmp_path):
     """A pod deleted during a first engine build (minutes on TensorRT) must not wait for it."""
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeblur", "serve", "--demo", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
+    proc = start_demo(log)
     try:
         wait_for(lambda: "building engines; status" in log.read_text(), 60, "the HTTP server")
         proc.send_signal(signal.SIGTERM)  # most often before the models are loaded

@@ -4,16 +4,12 @@ the output, frames where the detector finds nothing included; the rest of the fr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import edgeblur_cli
 
 
 def frames(path: Path) -> list[np.ndarray]:
@@ -36,13 +32,7 @@ def test_hide_zone_is_hidden_on_every_frame_even_without_detections(
     )
     # A threshold no face reaches: the detector finds nothing, only the zone can hide anything.
     args = ["blur", "-c", str(cfg), "--thresh", "0.99", "--json", "-q", str(src), "-o", str(out)]
-    r = subprocess.run(
-        [sys.executable, "-m", "edgeblur", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    r = edgeblur_cli(*args, timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "out.mp4.json").read_text())
     assert all(not f["regions"] for f in doc["frames"])
