@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -207,7 +208,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     if service is None:  # stopped while building
         http.stop()
-        return 0 if http.join(2.0) else 3
+        code = 0 if http.join(2.0) else 3
+        # The abandoned build thread may be inside OpenVINO or TensorRT: interpreter shutdown
+        # would tear its native threads down under it ("terminate called without an active
+        # exception", SIGABRT), so leave without finalizing, after flushing what was said.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     host.attach(service)
     service.start()
     names = ", ".join(c.name for c in cfg.cameras if c.enabled)
