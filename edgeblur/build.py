@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeblur import assets
 from edgeblur.config import (
+    FILE_GAP_S,
     AnonymizeConfig,
     DetectConfig,
     DetectorConfig,
@@ -99,15 +100,38 @@ def build_detector(
     return Detector(roles, runtime_settings(runtime, max_batch=max_batch))
 
 
-def cadence(detect: DetectConfig) -> dict[str, Cadence]:
-    """Each enabled role's schedule on videos (strides, tile rotation)."""
+def cadence(detect: DetectConfig, fps: float | None = None) -> dict[str, Cadence]:
+    """Each enabled role's schedule on videos (strides, tile rotation).
+
+    ``fps``: a file's rate. With ``detect.auto`` a role whose stride was not given (neither its
+    own nor ``detect.stride``) then runs every ``FILE_GAP_S`` of video; without it (``serve``,
+    where detect.auto eases the schedule at run time) the configured strides are the plan.
+    """
+    given = "stride" in detect.model_fields_set
     out = {}
     for role, cfg in (("face", detect.faces), ("plate", detect.plates)):
-        if cfg.enabled:
-            out[role] = Cadence(
-                stride=detect.stride_of(role), tiles=cfg.tiles, tiles_per_run=cfg.tiles_per_run
-            )
+        if not cfg.enabled:
+            continue
+        stride = detect.stride_of(role)
+        if fps and detect.auto and cfg.stride is None and not given:
+            stride = max(1, round(FILE_GAP_S[role] * float(fps)))
+        out[role] = Cadence(
+            stride=stride, tiles=cfg.tiles, tiles_per_run=cfg.tiles_per_run, width=cfg.input_width
+        )
     return out
+
+
+def blind_frames(cadence: dict[str, Cadence]) -> int:
+    """The most frames a role's schedule can leave a face unseen before the run that finds it:
+    its stride, times the runs a tile waits for its turn when the face is only found in a tile.
+    Backward fill of files reaches at least this far back."""
+    longest = 0
+    for c in cadence.values():
+        turns = 1
+        if c.tiles > 1 and c.tiles_per_run:
+            turns = -(-(c.tiles * c.tiles) // c.tiles_per_run)
+        longest = max(longest, c.stride * turns)
+    return longest
 
 
 def track_settings(cfg: TrackConfig) -> TrackSettings | None:

@@ -82,18 +82,26 @@ def cmd_blur(args: argparse.Namespace) -> int:
     # Bars only on a terminal (or with --progress); a log or pipe gets one line per file.
     bars = not args.quiet and (args.progress or sys.stderr.isatty())
     files = tqdm(jobs, unit="file", disable=not bars or len(jobs) == 1, file=sys.stderr)
-    bar = None
+    # One bar per stage of the file in hand; a video's two passes run at once, each on its line.
+    stage_bars: dict[str, tqdm] = {}
+    lock = threading.Lock()  # pass 1 reports from its own thread
 
     def progress(stage: str, n: int, total: int) -> None:
-        nonlocal bar
         if not bars:
             return
-        if bar is None or bar.desc != stage:
-            if bar is not None:
-                bar.close()
-            # leave=True: the finished bar stays, with its frame count and final rate.
-            bar = tqdm(total=total or None, unit="frame", desc=stage, leave=True, file=sys.stderr)
-        bar.update(n - bar.n)
+        with lock:
+            bar = stage_bars.get(stage)
+            if bar is None:
+                # leave=True: the finished bar stays, with its frame count and final rate.
+                bar = stage_bars[stage] = tqdm(
+                    total=total or None,
+                    unit="frame",
+                    desc=stage,
+                    leave=True,
+                    position=len(stage_bars),
+                    file=sys.stderr,
+                )
+            bar.update(n - bar.n)
 
     for job in files:
         expected = probe_video(job.src).frames if is_video(job.src) else 1
@@ -107,9 +115,10 @@ def cmd_blur(args: argparse.Namespace) -> int:
                 "another output folder with -o."
             ) from None
         finally:
-            if bar is not None:
-                bar.close()
-                bar = None
+            with lock:
+                for bar in stage_bars.values():
+                    bar.close()
+                stage_bars.clear()
         if report.frames < expected:
             log.warning(
                 "%s: read %d of the %d frames its header lists; it looks cut short or damaged, "

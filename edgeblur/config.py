@@ -160,6 +160,16 @@ class PlateDetectorConfig(DetectorConfig):
     input_width: int = Field(1280, ge=64, le=4096)
 
 
+# Files with detect.auto (blur, eval): how often each role runs, in seconds of video, when its
+# stride is not given. A file has no deadline but a user waiting, and unlike a camera it can look
+# back: the tracker carries boxes forward between runs and backward fill (``blind_frames``)
+# hides a face on the frames before the run that first found it. Faces move with people and
+# are small, so they run often; plates are on cars, large and slow to change, and their model
+# is the costly one (1280 px). Chosen with `edgeblur eval` (benchmarks/README.md, round 2);
+# build.cadence applies it.
+FILE_GAP_S = {"face": 0.08, "plate": 0.24}
+
+
 class DetectConfig(Base):
     faces: FaceDetectorConfig = FaceDetectorConfig()
     plates: PlateDetectorConfig = PlateDetectorConfig()
@@ -170,7 +180,10 @@ class DetectConfig(Base):
         True,
         description="serve: when detection cannot keep up with a camera's rate, detect less "
         "often (plates first), never beyond fail_closed.max_unchecked_ms; the strides and "
-        "tiles above are the most thorough schedule it uses. blur and eval ignore it.",
+        "tiles above are the most thorough schedule it uses. blur and eval: a role whose "
+        f"stride is not given runs every {FILE_GAP_S['face']:g} s (faces) or "
+        f"{FILE_GAP_S['plate']:g} s (plates) of video, tracked "
+        "forward and filled backward in between.",
     )
 
     def stride_of(self, role: Literal["face", "plate"]) -> int:
@@ -189,7 +202,8 @@ class TrackConfig(Base):
         6,
         ge=0,
         le=120,
-        description="Files only: also hide a track this many frames before it appears.",
+        description="Files only: also hide a track this many frames before it appears (at "
+        "least as many as the detection schedule can leave a face unseen).",
     )
 
 

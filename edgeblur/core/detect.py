@@ -159,6 +159,9 @@ class Detector:
                 # A network traced at one size runs only at that size (YOLOv5-face exports).
                 settings = replace(settings, input_width=fixed[0], fixed_input_wh=fixed)
             self._pairs.append((spec, build_model(spec.family, settings, name), runtime))
+        # Models at other input widths a schedule asked for (detect.auto's cheapest rungs),
+        # sharing the role's runtime, which compiles each new shape once.
+        self._at_width: dict[tuple[int, int], Model] = {}
 
     @property
     def kinds(self) -> set[Kind]:
@@ -185,12 +188,15 @@ class Detector:
             return []
         per_image: list[list[Detections]] = [[] for _ in images]
         last = dict.fromkeys(STAGES, 0.0)
-        for spec, model, runtime in self._pairs:
+        for r, (spec, role_model, runtime) in enumerate(self._pairs):
             crops: list[tuple[int, int, int, np.ndarray]] = []  # image, dx, dy, pixels
+            models: list[Model] = []  # the model (input width) of each crop
             for i, img in enumerate(images):
                 plan = None if plans is None else plans[i]
                 if plan is not None and spec.role not in plan.due:
                     continue
+                width = None if plan is None else plan.widths.get(spec.role)
+                model = self._model_at(r, role_model, width)
                 crops.append((i, 0, 0, img))
                 h, w = img.shape[:2]
                 grid = spec.tiles if plan is not None else still_tiles(spec, w, h)
@@ -200,15 +206,17 @@ class Detector:
                     for k in which:
                         x1, y1, x2, y2 = windows[k]
                         crops.append((i, x1, y1, np.ascontiguousarray(img[y1:y2, x1:x2])))
+                models += [model] * (len(crops) - len(models))
             if not crops:
                 continue
             # One model call per network input size: a small camera is never letterboxed into a
             # large camera's input (a 176-px clip padded into 1280 px costs 50x for nothing).
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for n, (_i, _dx, _dy, crop) in enumerate(crops):
-                by_size.setdefault(_input_wh(model, crop), []).append(n)
+            by_size: dict[tuple[int, int, int], list[int]] = {}
+            for n, (model, (_i, _dx, _dy, crop)) in enumerate(zip(models, crops, strict=True)):
+                by_size.setdefault((id(model), *_input_wh(model, crop)), []).append(n)
             found: list[Detections] = [Detections.empty()] * len(crops)
             for idxs in by_size.values():
+                model = models[idxs[0]]
                 t0 = time.perf_counter()
                 inputs, meta = model.preprocess([crops[n][3] for n in idxs])
                 t1 = time.perf_counter()
@@ -225,11 +233,26 @@ class Detector:
                 groups.setdefault(i, []).append((dets, dx, dy))
             for i, parts in groups.items():
                 merged = (
-                    parts[0][0] if len(parts) == 1 else _merge_tiles(parts, model.settings.nms_iou)
+                    parts[0][0]
+                    if len(parts) == 1
+                    else _merge_tiles(parts, role_model.settings.nms_iou)
                 )
                 per_image[i].append(merged)
         self.times.last = last
         return [Detections.concat(parts) for parts in per_image]
+
+    def _model_at(self, r: int, model: Model, width: int | None) -> Model:
+        """Role ``r``'s model, or a copy letterboxing to input ``width`` (same network)."""
+        s = model.settings
+        if width is None or width == s.input_width or s.fixed_input_wh is not None:
+            return model
+        key = (r, width)
+        if key not in self._at_width:
+            spec, _m, runtime = self._pairs[r]
+            self._at_width[key] = build_model(
+                spec.family, replace(s, input_width=width), runtime.input_names[0]
+            )
+        return self._at_width[key]
 
 
 def _input_wh(model: Model, image: np.ndarray) -> tuple[int, int]:

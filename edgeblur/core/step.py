@@ -38,14 +38,21 @@ class Cadence:
         tiles: the role's tile grid (tiles × tiles crops); 1 = none.
         tiles_per_run: tiles looked at per detection besides the full frame, taken in rotation;
             0 = all of them every time (stills always run all of them).
+        width: the network input width the role runs at; None = its configured one.
     """
 
     stride: int = 1
     tiles: int = 1
     tiles_per_run: int = 1
+    width: int | None = None
 
     def __post_init__(self) -> None:
-        if self.stride < 1 or self.tiles < 1 or self.tiles_per_run < 0:
+        if (
+            self.stride < 1
+            or self.tiles < 1
+            or self.tiles_per_run < 0
+            or (self.width is not None and self.width < 32)
+        ):
             raise ValueError(f"invalid cadence {self}")
 
 
@@ -59,6 +66,7 @@ class Plan:
         cut: a new shot starts here (every role is due; old tracks vouch for nothing).
         tiles: role → indices into its tile grid to run besides the full frame.
         strides: role → stride in force, which the tracker needs to carry boxes far enough.
+        widths: role → network input width in force, where the schedule sets one.
     """
 
     index: int
@@ -66,6 +74,7 @@ class Plan:
     cut: bool = False
     tiles: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     strides: Mapping[str, int] = field(default_factory=dict)
+    widths: Mapping[str, int] = field(default_factory=dict)
 
 
 ALL_TILES = None  # Detector.detect(..., plans=None): every role, every tile (stills)
@@ -129,7 +138,8 @@ class Planner:
                 tiles[role] = tuple(sorted({(start + k) % n for k in range(per)}))
             self._runs[role] += 1
         strides = {role: c.stride for role, c in self.cadence.items()}
-        return Plan(index, due, cut, tiles, strides)
+        widths = {role: c.width for role, c in self.cadence.items() if c.width is not None}
+        return Plan(index, due, cut, tiles, strides, widths)
 
 
 @dataclass(frozen=True, slots=True)

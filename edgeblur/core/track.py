@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -288,62 +289,80 @@ def _periods(period: int | Mapping[int, int]) -> np.ndarray:
     return table
 
 
+class Backfill:
+    """Hide every track also on the ``frames`` frames before its first appearance (files only).
+
+    Live streams cannot look back; a file can, and a face usually enters the picture (small,
+    blurred, half-occluded) a few frames before the detector first fires on it. For each
+    ``track_id`` >= 0, the frames ``first - frames`` .. ``first - 1`` (not before the shot's
+    first frame) get a region at its first box, grown by ``grow_per_frame`` of w and h per frame
+    of distance (capped at ``max_grow``), reason TRACKED, with the first detection's kind and
+    confidence. Regions with ``track_id`` -1 are left alone; the input is not modified.
+
+    Streaming, so a file's second pass can start before its first ends: ``push`` the frames of
+    one shot in order and get each frame back once ``frames`` later frames were seen (the last
+    one that could add to it); ``flush`` at a cut or the end returns the rest and starts a shot.
+    """
+
+    def __init__(self, frames: int = 6, grow_per_frame: float = 0.05, max_grow: float = 0.5):
+        frames = operator.index(frames)
+        if frames < 0:
+            raise ValueError(f"frames must be an int >= 0, got {frames}")
+        self.frames, self.grow_per_frame, self.max_grow = frames, grow_per_frame, max_grow
+        self._seen: set[int] = set()
+        # Frames not final yet, each with what later first appearances add: (source, row, distance).
+        self._pending: deque[tuple[Regions, list[tuple[Regions, int, int]]]] = deque()
+
+    def push(self, regions: Regions) -> list[Regions]:
+        """Take the next frame; return the frames now final (oldest first, at most one)."""
+        for j, tid in enumerate(regions.track_id.tolist()):
+            if tid >= 0 and tid not in self._seen:
+                self._seen.add(tid)
+                for distance, (_, extra) in enumerate(reversed(self._pending), start=1):
+                    extra.append((regions, j, distance))
+        self._pending.append((regions, []))
+        done = []
+        while len(self._pending) > self.frames:
+            done.append(self._finish(*self._pending.popleft()))
+        return done
+
+    def flush(self) -> list[Regions]:
+        """The end of a shot: every frame still held, final; the next push starts a new shot."""
+        done = [self._finish(*p) for p in self._pending]
+        self._pending.clear()
+        self._seen.clear()
+        return done
+
+    def _finish(self, regions: Regions, src: list[tuple[Regions, int, int]]) -> Regions:
+        if not src:
+            return regions
+        box = _xyxy_to_cxcywh(np.stack([s.xyxy[j] for s, j, _ in src]))
+        distance = np.array([d for _, _, d in src], np.float64)
+        box[:, 2:4] *= 1.0 + np.minimum(self.grow_per_frame * distance, self.max_grow)[:, None]
+
+        def column(name: str) -> np.ndarray:
+            return np.concatenate(
+                [getattr(regions, name), [getattr(s, name)[j] for s, j, _ in src]]
+            )
+
+        return Regions(
+            xyxy=np.concatenate([regions.xyxy, _cxcywh_to_xyxy(box)]),
+            kind=column("kind"),
+            reason=np.concatenate([regions.reason, np.full(len(src), Reason.TRACKED)]),
+            track_id=column("track_id"),
+            confidence=column("confidence"),
+            checked_index=regions.checked_index,
+        )
+
+
 def backfill(
     regions_per_frame: list[Regions],
     frames: int = 6,
     grow_per_frame: float = 0.05,
     max_grow: float = 0.5,
 ) -> list[Regions]:
-    """Hide every track also on the ``frames`` frames before its first appearance (files only).
-
-    Live streams cannot look back; a file can, and a face usually enters the picture (small,
-    blurred, half-occluded) a few frames before the detector first fires on it. For each
-    ``track_id`` >= 0, the frames ``first - frames`` .. ``first - 1`` (not before frame 0) get a
-    region at its first box, grown by ``grow_per_frame`` of w and h per frame of distance (capped
-    at ``max_grow``), reason TRACKED, with the first detection's kind and confidence. Regions with
-    ``track_id`` -1 are left alone. Returns new ``Regions`` (appended after the existing ones,
-    ``checked_index`` kept); the input is not modified.
-
-    Args:
-        regions_per_frame: one ``Regions`` per consecutive frame of one file, from ``Tracker``.
-        frames: how many frames to look back; 0 returns the input unchanged.
-    """
-    frames = operator.index(frames)
-    if frames < 0:
-        raise ValueError(f"frames must be an int >= 0, got {frames}")
-    first: dict[int, tuple[int, int]] = {}  # track id -> (frame, row) of its first region
-    for i, regions in enumerate(regions_per_frame):
-        for j, tid in enumerate(regions.track_id.tolist()):
-            if tid >= 0:
-                first.setdefault(tid, (i, j))
-    extra: dict[int, list[tuple[Regions, int, int]]] = {}  # frame -> (source, row, distance)
-    for i0, j in first.values():
-        for i in range(max(0, i0 - frames), i0):
-            extra.setdefault(i, []).append((regions_per_frame[i0], j, i0 - i))
-
-    out = []
-    for i, regions in enumerate(regions_per_frame):
-        src = extra.get(i)
-        if not src:
-            out.append(regions)
-            continue
-        box = _xyxy_to_cxcywh(np.stack([s.xyxy[j] for s, j, _ in src]))
-        distance = np.array([d for _, _, d in src], np.float64)
-        box[:, 2:4] *= 1.0 + np.minimum(grow_per_frame * distance, max_grow)[:, None]
-
-        def column(name: str, regions: Regions = regions, src: list = src) -> np.ndarray:
-            return np.concatenate(
-                [getattr(regions, name), [getattr(s, name)[j] for s, j, _ in src]]
-            )
-
-        out.append(
-            Regions(
-                xyxy=np.concatenate([regions.xyxy, _cxcywh_to_xyxy(box)]),
-                kind=column("kind"),
-                reason=np.concatenate([regions.reason, np.full(len(src), Reason.TRACKED)]),
-                track_id=column("track_id"),
-                confidence=column("confidence"),
-                checked_index=regions.checked_index,
-            )
-        )
-    return out
+    """``Backfill`` over one shot held whole: one ``Regions`` per consecutive frame, from
+    ``Tracker``; returns new ``Regions`` (the backfilled ones appended after the existing)."""
+    fill = Backfill(frames, grow_per_frame, max_grow)
+    out = [r for regions in regions_per_frame for r in fill.push(regions)]
+    return out + fill.flush()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from edgeblur.config import JobConfig
 from edgeblur.core.anonymize import Anonymizer
 from edgeblur.core.detect import Detector
 from edgeblur.core.step import NO_REGIONS, Checker, Planner
-from edgeblur.core.track import backfill
+from edgeblur.core.track import Backfill
 from edgeblur.errors import OutputExists, SourceUnavailable, UnsupportedInput
 from edgeblur.io.files import (
     VIDEO_OUTPUT_SUFFIXES,
@@ -197,6 +198,68 @@ def write_sidecar(report: FileReport, dest: Path) -> None:
         tmp.write_text(json.dumps(doc, indent=1))
 
 
+class FirstPass:
+    """Pass 1 (``FileAnonymizer.iter_regions``) on its own owned thread; pass 2 takes each
+    frame's regions with ``get`` as soon as they are final. Leaving the ``with`` block stops the
+    thread (after the frame in hand) and joins it; an error in pass 1 is raised in the caller."""
+
+    STOP_WAIT_S = 30.0  # one frame's detection, with room for a loaded machine
+
+    def __init__(self, regions: Iterator[Regions]):
+        self._regions = regions
+        self._done: list[Regions] = []
+        self._cond = threading.Condition()
+        self._finished = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="blur-pass1", daemon=True)
+
+    def __enter__(self) -> FirstPass:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.STOP_WAIT_S)
+
+    def _run(self) -> None:
+        try:
+            for regions in self._regions:
+                with self._cond:
+                    self._done.append(regions)
+                    self._cond.notify_all()
+                if self._stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the caller, which raises it
+            self._error = exc
+        finally:
+            close = getattr(self._regions, "close", None)
+            if close is not None:
+                close()
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _wait(self, until: Callable[[], bool]) -> None:
+        with self._cond:
+            # Each wait is bounded; the loop ends when pass 1 moves on, ends or dies.
+            while not until() and not self._finished and self._thread.is_alive():
+                self._cond.wait(timeout=1.0)
+            ready = until()
+        if not ready and self._error is not None:  # frames before the error are still served
+            raise self._error
+
+    def get(self, index: int) -> Regions | None:
+        """Frame ``index``'s regions, waiting for pass 1 if needed; None if it has no such frame."""
+        self._wait(lambda: len(self._done) > index)
+        return self._done[index] if index < len(self._done) else None
+
+    def result(self) -> list[Regions]:
+        """Every frame's regions, once pass 1 is done."""
+        self._wait(lambda: False)
+        return self._done
+
+
 class FileAnonymizer:
     """Runs the stages over files; one instance serves a whole `edgeblur blur` call."""
 
@@ -223,33 +286,41 @@ class FileAnonymizer:
         return FileReport(job.src, job.dest, 1, len(regions), time.perf_counter() - t0, [regions])
 
     # -- videos --------------------------------------------------------------------------------
+    def iter_regions(
+        self, src: Path, on_frame: Callable[[int], None] | None = None
+    ) -> Iterator[Regions]:
+        """Pass 1: plan (strides per role, shot cuts, tile rotation), detect what is due and
+        track; yields every frame's regions in order, each once its backward fill is final.
+        Backward fill runs within each shot, never across a cut."""
+        cadence = build.cadence(self.cfg.detect, fps=probe_video(src).fps)
+        planner = Planner(cadence)
+        checker = Checker(list(cadence), build.check_settings(self.cfg.track))
+        t = self.cfg.track
+        fill = None
+        if t.enabled and t.backfill_frames:
+            # At least as far back as the schedule can leave a face unseen (0 turns it off).
+            fill = Backfill(max(t.backfill_frames, build.blind_frames(cadence) - 1))
+        frames = decode_frames(src)
+        try:
+            for i, (image, _pts, _tb) in enumerate(frames):
+                plan = planner.plan(i, image)
+                if fill is not None and plan.cut and i:
+                    yield from fill.flush()
+                dets = self.detector.detect([image], [plan])[0] if plan.due else None
+                regions = checker.regions(Frame("file", i, image), plan, dets)
+                yield from (fill.push(regions) if fill is not None else (regions,))
+                if on_frame is not None:
+                    on_frame(i + 1)
+            if fill is not None:
+                yield from fill.flush()
+        finally:
+            frames.close()  # the input is closed at once when a caller stops early
+
     def video_regions(
         self, src: Path, on_frame: Callable[[int], None] | None = None
     ) -> list[Regions]:
-        """Pass 1: plan (strides per role, shot cuts, tile rotation), detect what is due and
-        track; regions for every frame. Backward fill runs within each shot, never across a
-        cut."""
-        cadence = build.cadence(self.cfg.detect)
-        planner = Planner(cadence)
-        checker = Checker(list(cadence), build.check_settings(self.cfg.track))
-        out: list[Regions] = []
-        shot_starts = [0]
-        for i, (image, _pts, _tb) in enumerate(decode_frames(src)):
-            plan = planner.plan(i, image)
-            if plan.cut and i:
-                shot_starts.append(i)
-            dets = self.detector.detect([image], [plan])[0] if plan.due else None
-            out.append(checker.regions(Frame("file", i, image), plan, dets))
-            if on_frame is not None:
-                on_frame(i + 1)
-        if self.cfg.track.enabled and self.cfg.track.backfill_frames:
-            ends = [*shot_starts[1:], len(out)]
-            out = [
-                r
-                for a, b in zip(shot_starts, ends, strict=True)
-                for r in backfill(out[a:b], frames=self.cfg.track.backfill_frames)
-            ]
-        return out
+        """Pass 1 whole: regions for every frame."""
+        return list(self.iter_regions(src, on_frame))
 
     def video(
         self, job: Job, progress: Callable[[str, int, int], None] | None = None
@@ -261,18 +332,22 @@ class FileAnonymizer:
         def tick(stage: str) -> Callable[[int], None] | None:
             return (lambda n: progress(stage, n, total)) if progress else None
 
-        regions = self.video_regions(job.src, tick("detect"))
+        # Pass 1 runs on its own thread a backfill window ahead of pass 2 (decode, hide,
+        # encode) here: the two use both cores instead of one after the other.
+        with FirstPass(self.iter_regions(job.src, tick("detect"))) as first:
 
-        def hide(index: int, image: np.ndarray) -> np.ndarray:
-            if index >= len(regions):
-                # Pass 2 decoded a frame pass 1 never saw (should not happen): fail closed.
-                return self.anonymizer.hide_whole(
-                    Frame("file", index, image), NO_REGIONS
-                ).frame.image
-            image = np.ascontiguousarray(image)
-            return self.anonymizer.apply(Frame("file", index, image), regions[index]).frame.image
+            def hide(index: int, image: np.ndarray) -> np.ndarray:
+                regions = first.get(index)
+                if regions is None:
+                    # Pass 2 decoded a frame pass 1 never saw (should not happen): fail closed.
+                    return self.anonymizer.hide_whole(
+                        Frame("file", index, image), NO_REGIONS
+                    ).frame.image
+                image = np.ascontiguousarray(image)
+                return self.anonymizer.apply(Frame("file", index, image), regions).frame.image
 
-        frames = transcode(job.src, job.dest, hide, self.encode, tick("encode"))
+            frames = transcode(job.src, job.dest, hide, self.encode, tick("encode"))
+            regions = first.result()
         return FileReport(
             job.src,
             job.dest,

@@ -249,6 +249,12 @@ class Metrics:
             ["group", "role"],
             registry=r,
         )
+        self.detect_width = Gauge(
+            "edgeblur_detect_input_width",
+            "Network input width a role runs at now (detect.auto's last rungs lower it).",
+            ["group", "role"],
+            registry=r,
+        )
         self.detect_auto_level = Gauge(
             "edgeblur_detect_auto_level",
             "detect.auto's rung: 0 = the configured schedule, higher = detecting less often.",
@@ -375,13 +381,18 @@ class Metrics:
                 )
         return child
 
-    def schedule(self, group: str, level: int, roles: dict[str, tuple[int, int]]) -> None:
-        """The inference group's schedule in force: rung, and (stride, tiles) per role."""
+    def schedule(
+        self, group: str, level: int, roles: dict[str, tuple[int, int, int | None]]
+    ) -> None:
+        """The inference group's schedule in force: rung, and (stride, tiles, input width) per
+        role (width None: the model's own, not exported)."""
         check_label("group name", group)
         self.detect_auto_level.labels(group=group).set(level)
-        for role, (stride, tiles) in roles.items():
+        for role, (stride, tiles, width) in roles.items():
             self.detect_stride.labels(group=group, role=role).set(stride)
             self.detect_tiles.labels(group=group, role=role).set(tiles)
+            if width is not None:
+                self.detect_width.labels(group=group, role=role).set(width)
 
     def remove_group(self, group: str) -> None:
         """Drop the series of an inference group a reload removed: its schedule gauges (a stale
@@ -392,7 +403,11 @@ class Metrics:
             for key in stages:
                 del self._stages[key]
             for family, values in (
-                *((f, (group, r)) for f in (self.detect_stride, self.detect_tiles) for r in ROLES),
+                *(
+                    (f, (group, r))
+                    for f in (self.detect_stride, self.detect_tiles, self.detect_width)
+                    for r in ROLES
+                ),
                 (self.detect_auto_level, (group,)),
                 *((self.stage_seconds, key) for key in stages),
             ):

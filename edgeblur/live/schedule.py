@@ -36,13 +36,21 @@ class AutoSettings:
     headroom: float = 0.8  # strides use at most this share of max_unchecked_ms
 
 
-def ladder(base: Mapping[str, Cadence], limit: int) -> list[dict[str, Cadence]]:
+# The input width of detect.auto's last rungs: a role configured wider (plates at 1280) runs
+# here when nothing else is left to ease. 4x cheaper at 1280; what it gives up is the plates
+# narrower than about 25 px at this width (about 50 px of a 720p frame, too few to read).
+BASE_WIDTH = 640
+
+
+def ladder(
+    base: Mapping[str, Cadence], limit: int, base_width: int = BASE_WIDTH
+) -> list[dict[str, Cadence]]:
     """Schedules from the configured one to the cheapest, one change per rung.
 
     Order of sacrifice: plates' stride first (plates are the costlier model and cars are big),
     then faces' and plates' strides by turns up to ``limit`` (the longest stride the fail-closed
-    budget allows at the camera's rate), and the face tiles last (small faces are what they are
-    for).
+    budget allows at the camera's rate), then the face tiles (small faces are what they are
+    for), and last a role configured wider than ``base_width`` runs at it (the smallest plates).
     """
     rungs = [dict(base)]
     cur = dict(base)
@@ -61,7 +69,13 @@ def ladder(base: Mapping[str, Cadence], limit: int) -> list[dict[str, Cadence]]:
         cur = nxt
     face = cur.get("face")
     if face is not None and face.tiles > 1:
-        rungs.append({**cur, "face": replace(face, tiles=1)})
+        cur = {**cur, "face": replace(face, tiles=1)}
+        rungs.append(cur)
+    for role in ("plate", "face"):
+        c = cur.get(role)
+        if c is not None and c.width is not None and c.width > base_width:
+            cur = {**cur, role: replace(c, width=base_width)}
+            rungs.append(cur)
     return rungs
 
 
@@ -162,6 +176,10 @@ class AutoCadence:
         return False
 
 
-def _cost_key(cadence: Mapping[str, Cadence]) -> tuple[int, int]:
-    """Larger is cheaper: total stride, then fewer tiles."""
-    return (sum(c.stride for c in cadence.values()), -sum(c.tiles for c in cadence.values()))
+def _cost_key(cadence: Mapping[str, Cadence]) -> tuple[int, int, int]:
+    """Larger is cheaper: total stride, then fewer tiles, then narrower inputs."""
+    return (
+        sum(c.stride for c in cadence.values()),
+        -sum(c.tiles for c in cadence.values()),
+        -sum(c.width or 0 for c in cadence.values()),
+    )

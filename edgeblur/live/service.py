@@ -198,7 +198,7 @@ class InferenceWorker:
         cadence = self.auto.cadence if self.auto is not None else self.base
         level = 0 if self.auto is None else self.auto.level
         self.metrics.schedule(
-            self.group, level, {r: (c.stride, c.tiles) for r, c in cadence.items()}
+            self.group, level, {r: (c.stride, c.tiles, c.width) for r, c in cadence.items()}
         )
 
     def cadence_of(self, camera: str) -> dict[str, Cadence]:
@@ -217,7 +217,12 @@ class InferenceWorker:
             "level": 0 if self.auto is None else self.auto.level,
             "busy_share": None if self.auto is None else self.auto.busy_share,
             "roles": {
-                r: {"stride": c.stride, "tiles": c.tiles, "tiles_per_run": c.tiles_per_run}
+                r: {
+                    "stride": c.stride,
+                    "tiles": c.tiles,
+                    "tiles_per_run": c.tiles_per_run,
+                    "input_width": c.width,
+                }
                 for r, c in cadence.items()
             },
         }

@@ -15,12 +15,13 @@ from conftest import load_rgb
 from edgeblur.build import build_anonymizer, build_detector, cadence, check_settings
 from edgeblur.config import CameraConfig, JobConfig
 from edgeblur.core.detect import _input_wh
-from edgeblur.core.step import Checker, Planner
+from edgeblur.core.step import Checker, Plan, Planner
 from edgeblur.io.preview import PreviewHub, PreviewSink
 from edgeblur.io.source import Source, SourceSettings
 from edgeblur.live.metrics import Metrics
 from edgeblur.live.publisher import GuardedSinks, Publisher, Work
 from edgeblur.live.service import InferenceWorker
+from edgeblur.models.ops import box_iou
 from edgeblur.secrets import SecretUrl
 from edgeblur.types import Detections, Frame, Kind
 
@@ -222,3 +223,29 @@ def test_worker_marks_every_due_frame_of_a_failed_batch_failed(detector, media_d
         "edgeblur_frames_total", {"camera": "a", "result": "published"}
     )
     assert published == 0  # neither frame may be published
+
+
+def test_a_plan_width_runs_the_role_at_that_input_size(detector, media_dir):
+    # detect.auto's last rung runs plates at 640 instead of 1280: same network and runtime, the
+    # frame letterboxed to the narrower input, boxes still in frame pixels.
+    image = load_rgb(media_dir / "alpr_test.jpg")
+    full = Plan(0, frozenset({"plate"}))
+    narrow = Plan(0, frozenset({"plate"}), widths={"plate": 640})
+    sizes: list[int] = []
+    _spec, plate_model, runtime = next(p for p in detector._pairs if p[0].role == "plate")
+    real_run = runtime.run
+
+    def spy(inputs, real_run=real_run):
+        sizes.append(next(iter(inputs.values())).shape[3])
+        return real_run(inputs)
+
+    runtime.run = spy
+    try:
+        (wide,) = detector.detect([image], [full])
+        (small,) = detector.detect([image], [narrow])
+    finally:
+        runtime.run = real_run
+    assert sizes == [1280, 640]
+    assert plate_model.settings.input_width == 1280  # the role's own model is unchanged
+    assert len(wide) and len(small), "the test image's plate is large enough for both widths"
+    assert box_iou(small.xyxy[:1], wide.xyxy).max() > 0.5

@@ -37,7 +37,10 @@ class MissingDetector:
 
 
 def run(track: bool, media_dir, tmp_path, out_name: str):
-    cfg = JobConfig.model_validate({"track": {"enabled": track, "backfill_frames": 0}})
+    # Stride 1: every frame is detected, so the detector's call k is frame k (DROPPED).
+    cfg = JobConfig.model_validate(
+        {"detect": {"stride": 1}, "track": {"enabled": track, "backfill_frames": 0}}
+    )
     detector = MissingDetector(build_detector(cfg.detect, cfg.runtime))
     worker = FileAnonymizer(cfg, detector, build_anonymizer(cfg.anonymize))
     report = worker.video(Job(media_dir / "carphone.mp4", tmp_path / out_name))

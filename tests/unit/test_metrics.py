@@ -314,13 +314,14 @@ def test_runtime_info_is_replaced_whole(metrics: Metrics) -> None:
 
 
 def test_remove_group_drops_its_schedule_gauges(metrics: Metrics) -> None:
-    metrics.schedule("centerface", 1, {"face": (2, 1), "plate": (4, 2)})
-    metrics.schedule("scrfd", 0, {"face": (1, 1)})
+    metrics.schedule("centerface", 1, {"face": (2, 1, 640), "plate": (4, 2, 1280)})
+    metrics.schedule("scrfd", 0, {"face": (1, 1, None)})
     metrics.remove_group("centerface")
     metrics.remove_group("never-there")  # a no-op
     text = generate_latest(metrics.registry).decode()
     assert 'group="centerface"' not in text
     assert value(metrics, "edgeblur_detect_stride", group="scrfd", role="face") == 1
+    assert "edgeblur_detect_input_width{" not in text  # scrfd's width is its model's own
 
 
 def test_remove_group_drops_its_stage_series(metrics: Metrics) -> None:

@@ -15,6 +15,20 @@ def test_ladder_eases_plates_first_then_alternates_and_drops_tiles_last():
     assert strides == [(1, 2, 2), (1, 3, 2), (2, 3, 2), (2, 4, 2), (3, 4, 2), (4, 4, 2), (4, 4, 1)]
 
 
+def test_the_last_rung_runs_a_role_configured_wider_than_the_base_at_the_base_width():
+    base = {"face": Cadence(stride=1, tiles=2, width=640), "plate": Cadence(stride=1, width=1280)}
+    rungs = ladder(base, limit=2)
+    # Strides, then tiles, keep the widths; only the very last rung narrows the plates.
+    assert [r["plate"].width for r in rungs[:-1]] == [1280] * (len(rungs) - 1)
+    assert rungs[-2]["face"].tiles == 1
+    assert rungs[-1] == {**rungs[-2], "plate": Cadence(stride=2, width=640)}
+    assert all(r["face"].width == 640 for r in rungs)
+    # Nothing configured wider than the base: no such rung.
+    assert ladder({"plate": Cadence(stride=1, width=640)}, limit=1) == [
+        {"plate": Cadence(stride=1, width=640)}
+    ]
+
+
 def test_no_rung_exceeds_the_fail_closed_budget():
     limit = stride_limit(fps=25.0, max_unchecked_s=0.5)  # 0.16 s, what the tracker carries
     assert limit == 4

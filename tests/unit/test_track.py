@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edgeblur.core.track import Tracker, TrackSettings, backfill
+from edgeblur.core.track import Backfill, Tracker, TrackSettings, backfill
 from edgeblur.types import Detections, Kind, Reason, Regions
 
 COAST = TrackSettings().coast_frames  # 12
@@ -287,3 +287,39 @@ def test_backfill_hides_a_track_before_its_first_detection(
         assert regions.checked_index == f
     for r, xyxy in zip(per_frame, before, strict=True):
         np.testing.assert_array_equal(r.xyxy, xyxy)  # input not modified
+
+
+def test_streamed_backfill_hands_each_frame_over_once_final_and_matches_the_whole_file() -> None:
+    # Two tracks appearing at different frames, one shot: the streamed form gives every frame
+    # back exactly when no later frame can add to it, with the same regions as the whole list.
+    tracker = Tracker(TrackSettings(coast_frames=3))
+    per_frame = []
+    for f in range(14):
+        found = [face_at(100)] if f >= 5 else []
+        found += [face_at(300)] if f >= 9 else []
+        per_frame.append(tracker.update(make_detections(found, confidence=0.6), f))
+    fill = Backfill(frames=4)
+    streamed = []
+    for f, regions in enumerate(per_frame):
+        done = fill.push(regions)
+        # Frame f - 4 is final once frame f was seen, never earlier, never later.
+        assert len(done) == (1 if f >= 4 else 0)
+        streamed += done
+    streamed += fill.flush()
+    whole = backfill(per_frame, frames=4)
+    assert len(streamed) == len(whole) == len(per_frame)
+    for s, w in zip(streamed, whole, strict=True):
+        np.testing.assert_array_equal(s.xyxy, w.xyxy)
+        np.testing.assert_array_equal(s.track_id, w.track_id)
+    # Track one from frame 5 (filled back to 1), track two from frame 9 (filled back to 5).
+    assert [len(r) for r in streamed] == [0] + [1] * 4 + [2] * 9
+
+
+def test_streamed_backfill_never_reaches_across_a_flush() -> None:
+    tracker = Tracker(TrackSettings())
+    fill = Backfill(frames=6)
+    out = [r for f in range(3) for r in fill.push(tracker.update(Detections.empty(), f))]
+    out += fill.flush()  # a cut: the next shot starts here
+    out += fill.push(tracker.update(make_detections([face_at(100)]), 3))
+    out += fill.flush()
+    assert [len(r) for r in out] == [0, 0, 0, 1]
