@@ -322,6 +322,9 @@ def targets(args: argparse.Namespace, med: dict, ratios: dict) -> list[dict]:
     if "processes" in ratios:
         r = ratios["processes"]["median"]
         rows.append((f"{args.cameras} cameras >= 2x {args.cameras} processes", r, r >= 2))
+    if args.clip == "720p" and args.cameras == 4 and args.pace == "realtime":
+        low = e["fps_min"]
+        rows.append(("720p 4 cameras: every camera >= 12 fps", low, low >= 12))
     if not one:
         s = e["fps_spread"]
         rows.append(("per-camera fps within 20% of each other", s, s <= 0.2))

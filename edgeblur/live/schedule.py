@@ -6,7 +6,7 @@ ladder of schedules, from the configured one (level 0, the most thorough) to the
 whose strides still fit the fail-closed ``max_unchecked_ms``, and moves one rung at a time:
 
 - up (cheaper) when the inference thread was busy more than ``high`` of the last window, or
-  when frames were dropped because the pipeline fell behind;
+  when frames were dropped because the pipeline fell behind (two rungs when both);
 - down (more thorough) after ``hold_s`` of comfortable load (busy under ``low``, no drops). A
   step down that leads to drops again doubles the hold (up to ``max_hold_s``), so a camera that
   sits on the edge does not oscillate and drop a few frames every cycle.
@@ -160,7 +160,10 @@ class AutoCadence:
                 self._hold = min(s.max_hold_s, self._hold * 2)  # that step down cost frames
             self._stepped_down_at = None
             if self.level + 1 < len(self.rungs):
-                self.level += 1
+                # Saturated and dropping: far from fitting, so two rungs (four cameras at 720p
+                # need eight; one a second left them dropping for most of that).
+                step = 2 if dropped and share > s.high else 1
+                self.level = min(len(self.rungs) - 1, self.level + step)
                 return True
             return False
         if share < s.low and self.level > 0:

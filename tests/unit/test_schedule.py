@@ -66,6 +66,16 @@ def test_overload_climbs_one_rung_per_window_and_comfort_steps_back_after_the_ho
     assert auto.cadence == auto.rungs[auto.level]
 
 
+def test_saturated_and_dropping_climbs_two_rungs_per_window():
+    drops = frozenset(range(0, 80, 5))
+    auto = AutoCadence(BASE, limit=4)
+    Load(auto).run(3.1, busy_share=1.0, drops_at=drops)
+    assert auto.level == 6
+    calm = AutoCadence(BASE, limit=4)
+    Load(calm).run(3.1, busy_share=0.6, drops_at=drops)
+    assert calm.level == 3  # drops without a saturated detector: one rung at a time
+
+
 def test_drops_after_a_step_down_double_the_hold():
     auto = AutoCadence(BASE, limit=4, settings=AutoSettings(hold_s=2.0))
     load = Load(auto)
