@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeblur import __version__, stopping
-from edgeblur.config import HttpConfig, default, flag_help
+from edgeblur.config import FILE_GAP_S, HttpConfig, default, flag_help
 from edgeblur.errors import ConfigError, EdgeblurError, OutputUnwritable
 from edgeblur.stopping import Interrupted
 
@@ -449,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--stride",
         type=int,
-        help=flag_help("Detect every k-th video frame, track between", "stride"),
+        help="Detect every k-th video frame, track between (default: faces every "
+        f"{FILE_GAP_S['face']:g} s and plates every {FILE_GAP_S['plate']:g} s of video).",
     )
     b.add_argument(
         "--track",

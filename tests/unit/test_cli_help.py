@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from edgeblur import cli
-from edgeblur.config import JOB_FLAGS, JobConfig, default
+from edgeblur.config import FILE_GAP_S, JOB_FLAGS, JobConfig, default
 
 
 def blur_actions() -> dict[str, argparse.Action]:
@@ -20,6 +20,10 @@ def test_every_job_flag_shows_the_config_default() -> None:
     # A family has no default: a manifest model knows its own, a user's file needs the flag.
     shown = [n for n in JOB_FLAGS if n in actions and not n.endswith("family")]
     assert len(shown) >= 19
+    # A file's stride follows its rate (detect.auto): the help gives the seconds it uses.
+    gaps = f"faces every {FILE_GAP_S['face']:g} s and plates every {FILE_GAP_S['plate']:g} s"
+    assert gaps in " ".join((actions.pop("stride").help or "").split())
+    shown.remove("stride")
     for name in shown:
         expected = f"(default {default(JobConfig, JOB_FLAGS[name])})"
         assert expected in (actions[name].help or ""), name
