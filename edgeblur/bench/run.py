@@ -232,6 +232,19 @@ def run_child(spec: Spec) -> dict:
         "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_mib": rss or [[round(elapsed, 1), rss_mib()]],
         "stuck_threads": stuck,
+        # What backend: auto chose, per model (edgeblur_runtime_info), and detect.auto's rung.
+        "runtimes": sorted(
+            f"{x.labels['model']}: {x.labels['runtime']} {x.labels['precision']}"
+            for family in metrics.registry.collect()
+            for x in family.samples
+            if x.name == "edgeblur_runtime_info"
+        ),
+        "auto_levels": sorted(
+            int(x.value)
+            for family in metrics.registry.collect()
+            for x in family.samples
+            if x.name == "edgeblur_detect_auto_level"
+        ),
     }
 
 
@@ -384,6 +397,7 @@ def settings_of(args: argparse.Namespace, spec: Spec) -> dict:
         "models": model,
         "stride": d.stride,
         "track": cam.track.enabled,
+        # As configured; what auto chose is printed from the runs ("runtime in use").
         "runtime": f"{rt.backend} {'+'.join(rt.providers)} (onnxruntime {onnxruntime.__version__})",
         "threads": rt.threads or os.cpu_count(),
         "allow_spinning": rt.allow_spinning,
@@ -412,6 +426,11 @@ def report(doc: dict) -> list[str]:
             f"{_f(m.get('dropped_share'), '.1%'):>9}"
         )
     e = med["edgeblur"]
+    first = doc["runs"]["edgeblur"][0]
+    if first.get("runtimes"):
+        out += ["", f"runtime in use: {', '.join(first['runtimes'])}"]
+    if first.get("auto_levels"):
+        out += [f"detect.auto rung at the end, per group: {first['auto_levels']}"]
     out += ["", f"stages, edgeblur (ms per call; busy: cores):  {'p50':>7}{'p95':>8}{'busy':>7}"]
     for s in STAGES:
         p50, p95, busy = e[f"{s}_p50_ms"], e[f"{s}_p95_ms"], e[f"{s}_busy"]
