@@ -16,6 +16,12 @@ library RNG):
   its input width (the downscaled stills above are small pictures, which the detector may
   enlarge up to 2x: they do not test that case). H.264 at CRF 12, every frame, labels moved.
 
+The ``moving`` set is for plates, which the shared media shows only in stills and a 1-fps GIF
+(one scene per frame), so no stride or tracker is ever tested on a moving plate: every labelled
+still and GIF frame with a plate, on a 1280x720 frame at 25 fps, sliding sideways at 4 and 12 px
+per frame (100 and 300 px/s, a car crossing the picture in 13 and 4 s) for 2 s, its labels
+moving with it. A plate less than 60% inside the frame is "ignore".
+
 The images are written as PNG to a folder the caller owns (a temporary one in `edgeblur eval`)
 and never committed. Each label entry carries ``set`` ("small 1/2", ..., "small crowd") so the
 eval report can give each its own row.
@@ -33,7 +39,7 @@ import numpy as np
 
 from edgeblur.errors import ConfigError
 
-SETS = ("small",)
+SETS = ("small", "moving")
 SCALES = (2, 3, 4)
 MIN_FACE = 4  # px of box height: a smaller face is no recognisable face; it becomes "ignore"
 CROWD_WIDTH, CROWD_HEIGHT = 2048, 1344
@@ -49,6 +55,10 @@ GREY = 118
 CCTV_W, CCTV_H = 1280, 720
 CCTV_SCALES = (2, 4)
 CCTV_CRF = 12  # near-lossless: the faces are few pixels, coding noise should not decide them
+PAN_SPEEDS = (4, 12)  # px per frame at PAN_FPS
+PAN_FPS = 25
+PAN_FRAMES = 50
+PAN_VISIBLE = 0.6  # share of a plate's box inside the frame for it to be asked for
 
 
 @dataclass
@@ -292,6 +302,92 @@ def cctv(path: Path, entry: dict, scale: int, background: np.ndarray | None) -> 
     )
 
 
+# -- moving plates -----------------------------------------------------------------------------
+def plate_sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
+    """The labelled stills and GIF frames with a plate, not a plate crop (a plate filling its
+    picture says nothing about finding one in a street), in name order."""
+    from edgeblur.io.files import decode_frames, read_image
+
+    def scene(entry: dict) -> bool:
+        w, h = entry.get("width"), entry.get("height")
+        boxes = np.asarray(entry.get("plates", []), np.float64).reshape(-1, 4)
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max(initial=0)
+        return len(boxes) > 0 and (not w or not h or area < 0.25 * w * h)
+
+    for name in sorted(files):
+        entry = labels[name]
+        stem = Path(name).stem
+        if entry["type"] == "image":
+            if scene(entry):
+                yield Source(stem, read_image(files[name]).rgb, entry)
+            continue
+        if entry["type"] != "gif":  # a video's frames move already; a GIF here is a slideshow
+            continue
+        size = {"width": entry["width"], "height": entry["height"]}
+        wanted = {int(i): v for i, v in entry.get("frames", {}).items() if scene({**v, **size})}
+        for i, (rgb, _, _) in enumerate(decode_frames(files[name])):
+            if i in wanted:
+                yield Source(f"{stem}.f{i:04d}", np.ascontiguousarray(rgb), wanted[i])
+
+
+def panned(src: Source, speed: int, k: int) -> VideoCase:
+    """``src`` (shrunk to fit, never enlarged) sliding across a grey 1280x720 frame at ``speed``
+    px per frame, centred half way; ``k`` alternates the direction."""
+    h, w = src.rgb.shape[:2]
+    f = min(1.0, CCTV_W / w, CCTV_H / h)
+    nw, nh = round(w * f), round(h * f)
+    picture = cv2.resize(src.rgb, (nw, nh), interpolation=cv2.INTER_AREA) if f < 1 else src.rgb
+    step = speed if k % 2 == 0 else -speed
+    x_mid, y0 = (CCTV_W - nw) // 2, (CCTV_H - nh) // 2
+    xs = [x_mid + step * (t - PAN_FRAMES // 2) for t in range(PAN_FRAMES)]
+    plates = scale_boxes(src.labels.get("plates", []), f, f, nw, nh)
+    ignore = scale_boxes(src.labels.get("ignore", []), f, f, nw, nh)
+    hard = set(src.labels.get("hard", {}).get("plates", []))
+
+    def frames() -> Iterator[np.ndarray]:
+        for x0 in xs:
+            out = np.full((CCTV_H, CCTV_W, 3), GREY, np.uint8)
+            a, b = max(0, x0), min(CCTV_W, x0 + nw)  # the part of the picture inside
+            if b > a:
+                out[y0 : y0 + nh, a:b] = picture[:, a - x0 : b - x0]
+            yield out
+
+    def inside(boxes: np.ndarray, x0: int) -> tuple[np.ndarray, np.ndarray]:
+        moved = boxes.astype(np.float64) + np.array([x0, y0, x0, y0], np.float64)
+        clipped = moved.copy()
+        clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, CCTV_W)
+        area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+        seen = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1])
+        return np.rint(clipped).astype(np.int64), seen >= PAN_VISIBLE * np.maximum(area, 1)
+
+    # Faces are not what this set asks for: a still's faces count as neither hit nor over-blur.
+    others = np.concatenate([ignore, scale_boxes(src.labels.get("faces", []), f, f, nw, nh)])
+    labelled = {}
+    for t, x0 in enumerate(xs):
+        boxes, ok = inside(plates, x0)
+        kept = [int(j) for j in np.flatnonzero(ok)]
+        rest = np.concatenate([boxes[~ok], inside(others, x0)[0]])
+        labelled[str(t)] = {
+            "faces": [],
+            "plates": boxes[ok].tolist(),
+            "ignore": rest[rest[:, 2] > rest[:, 0]].tolist(),  # any part still in the frame
+            "hard": {"faces": [], "plates": [kept.index(j) for j in sorted(hard) if j in kept]},
+        }
+    entry = {
+        "type": "video",
+        "width": CCTV_W,
+        "height": CCTV_H,
+        "frames_total": PAN_FRAMES,
+        "fps": PAN_FPS,
+        "labelled_every": 1,
+        "frames": labelled,
+        "set": f"moving {speed} px/frame",
+        "note": f"{src.stem} sliding at {speed} px per frame across a {CCTV_W}x{CCTV_H} frame "
+        "(edgeblur.quality.derived)",
+    }
+    return VideoCase(f"{src.stem}.pan{speed}.mp4", frames, Fraction(PAN_FPS), entry)
+
+
 def write_video(case: VideoCase, dest: Path) -> int:
     """Encode ``case`` to ``dest`` (H.264, every frame, constant rate); returns the frames."""
     import av
@@ -316,6 +412,18 @@ def build(name: str, files: dict[str, Path], labels: dict) -> list[Case | VideoC
     """The derived cases of set ``name`` from the labelled ``files`` (name → path)."""
     if name not in SETS:
         raise ConfigError(f"There is no derived set '{name}'; use one of {', '.join(SETS)}.")
+    if name == "moving":
+        moving = [
+            panned(src, speed, k)
+            for speed in PAN_SPEEDS
+            for k, src in enumerate(plate_sources(files, labels))
+        ]
+        if not moving:
+            raise ConfigError(
+                "The derived set 'moving' needs labelled media with plates; give the shared "
+                "media folder (shared/media/fetch.sh fetches it)."
+            )
+        return moving
     srcs = list(sources(files, labels))
     cases = [downscaled(s, k) for k in SCALES for s in srcs]
     faces = crowd_faces(srcs)

@@ -373,10 +373,11 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     )
     add(
         "--derived",
-        choices=["small"],  # derived.SETS; not imported here, so `edgeblur --help` skips cv2
+        choices=["small", "moving"],  # derived.SETS; not imported here: `--help` skips cv2
         help="Also evaluate cases derived from the given media: small = the faces at 1/2, 1/3, "
-        "1/4, a 2048-px crowd of 10-40 px faces and the face clips small in a 720p frame (made "
-        "in a temporary folder, not kept).",
+        "1/4, a 2048-px crowd of 10-40 px faces and the face clips small in a 720p frame; "
+        "moving = the plate stills sliding across a 720p frame at 25 fps (made in a temporary "
+        "folder, not kept).",
     )
     add("--only-derived", action="store_true", help="Evaluate the derived cases only.")
     add("--json", type=Path, metavar="OUT", help="Also write every figure, per mode and file.")

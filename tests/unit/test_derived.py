@@ -152,3 +152,28 @@ def test_written_pngs_read_back_pixel_for_pixel(cases, tmp_path):
 def test_an_unknown_set_is_refused_with_the_known_ones(files, labels):
     with pytest.raises(ConfigError, match="small"):
         derived.build("tiny", files, labels)
+
+
+def test_moving_plates_slide_across_a_720p_frame_with_their_labels(media_dir, labels):
+    files = {n: media_dir / n for n in ("alpr_test.jpg", "plate_crop_1.png", "city.jpg")}
+    cases = derived.build("moving", files, labels)
+    # Only the street scene has plates that are not the whole picture: two speeds of it.
+    assert [c.name for c in cases] == ["alpr_test.pan4.mp4", "alpr_test.pan12.mp4"]
+    slow, fast = cases
+    assert slow.entry["set"] == "moving 4 px/frame" and slow.entry["fps"] == derived.PAN_FPS
+    assert len(slow.entry["frames"]) == derived.PAN_FRAMES
+    frames = list(slow.frames())
+    assert len(frames) == derived.PAN_FRAMES and frames[0].shape == (720, 1280, 3)
+    f0, f1 = slow.entry["frames"]["0"], slow.entry["frames"]["1"]
+    assert len(f0["plates"]) == len(labels["alpr_test.jpg"]["plates"]) == 2
+    for a, b in zip(f0["plates"], f1["plates"], strict=True):
+        assert b == [a[0] + 4, a[1], a[2] + 4, a[3]]  # 4 px a frame, to the right
+        # The label sits on the same plate pixels in both frames.
+        x1, y1, x2, y2 = a
+        np.testing.assert_array_equal(frames[0][y1:y2, x1:x2], frames[1][y1:y2, x1 + 4 : x2 + 4])
+    # Fast: the picture leaves the frame; a plate less than 60% inside becomes "ignore".
+    asked = [len(fast.entry["frames"][str(t)]["plates"]) for t in range(derived.PAN_FRAMES)]
+    assert max(asked) == 2 and min(asked) < 2
+    for lab in fast.entry["frames"].values():
+        for x1, _y1, x2, _y2 in lab["plates"] + lab["ignore"]:
+            assert 0 <= x1 < x2 <= derived.CCTV_W

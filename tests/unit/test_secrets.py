@@ -81,8 +81,10 @@ def test_free_text_quoting_a_raw_url_is_redacted(pw: str, shape: str, before: st
     assume("://" not in before and "\n" not in pw)
     line = "{before} cannot open '{url}': Connection refused"
     text = line.format(before=before, url=shape.format(pw=pw))
+    # The reference is redacted too: the mask itself ("***") is rightly shown, so a password
+    # such as "*" is not a leak by being part of it.
     reference = line.format(before=before, url=shape.format(pw=SENTINEL))
-    assert not _leaks(pw, redact(text), reference)
+    assert not _leaks(pw, redact(text), redact(reference))
 
 
 def _ffmpeg_split(url: str) -> tuple[str, str]:
