@@ -162,12 +162,13 @@ class PlateDetectorConfig(DetectorConfig):
 
 # Files with detect.auto (blur, eval): how often each role runs, in seconds of video, when its
 # stride is not given. A file has no deadline but a user waiting, and unlike a camera it can look
-# back: the tracker carries boxes forward between runs and backward fill (``blind_frames``)
-# hides a face on the frames before the run that first found it. Faces move with people and
-# are small, so they run often; plates are on cars, large and slow to change, and their model
-# is the costly one (1280 px). Chosen with `edgeblur eval` (benchmarks/README.md, round 2);
-# build.cadence applies it.
-FILE_GAP_S = {"face": 0.08, "plate": 0.24}
+# ahead: the tracker carries boxes forward between runs, and backward fill and interpolation
+# (core/track.Backfill) hide a face on the frames before the run that first found it and on the
+# line between two runs. Chosen with `edgeblur eval` (benchmarks/README.md, round 2): faces
+# every 0.08 s cover what every frame covers on the shared media and the small-face set; plates
+# every 0.12 s cover every moving plate of 25 px and wider that every frame covers (--derived
+# moving), where every 0.16-0.24 s lost some on fast ones. build.cadence applies it.
+FILE_GAP_S = {"face": 0.08, "plate": 0.12}
 
 
 class DetectConfig(Base):

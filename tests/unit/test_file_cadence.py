@@ -18,7 +18,7 @@ from edgeblur.files.blur import FirstPass
 def test_a_file_runs_each_role_every_so_often_in_video_time():
     at25 = cadence(DetectConfig(), fps=25)
     assert at25["face"].stride == round(FILE_GAP_S["face"] * 25) == 2
-    assert at25["plate"].stride == round(FILE_GAP_S["plate"] * 25) == 6
+    assert at25["plate"].stride == round(FILE_GAP_S["plate"] * 25) == 3
     assert cadence(DetectConfig(), fps=60)["face"].stride == 5
     assert cadence(DetectConfig(), fps=5)["face"].stride == 1  # never below every frame
     # Widths and tiles come from the configuration either way.
@@ -38,7 +38,7 @@ def test_backfill_reaches_the_longest_blind_stretch_of_the_schedule():
     # Faces every 2nd frame, one of four tiles per run: a face only a tile finds can wait 8.
     assert blind_frames({"face": Cadence(stride=2, tiles=2, tiles_per_run=1)}) == 8
     assert blind_frames({"face": Cadence(stride=2, tiles=2, tiles_per_run=0)}) == 2
-    assert blind_frames({"plate": Cadence(stride=6), "face": Cadence(stride=1)}) == 6
+    assert blind_frames({"plate": Cadence(stride=3), "face": Cadence(stride=1)}) == 3
 
 
 def test_first_pass_hands_frames_over_in_order_and_all_of_them():

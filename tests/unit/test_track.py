@@ -323,3 +323,27 @@ def test_streamed_backfill_never_reaches_across_a_flush() -> None:
     out += fill.push(tracker.update(make_detections([face_at(100)]), 3))
     out += fill.flush()
     assert [len(r) for r in out] == [0, 0, 0, 1]
+
+
+def test_a_file_fills_the_frames_between_two_detections_on_the_line_between_them() -> None:
+    # A plate moving 12 px a frame, detected every 6th frame (a file's plate stride): after its
+    # first detection the tracker knows no velocity and coasts in place, falling behind; the
+    # streamed fill adds the box on the line between the two detections to every frame between.
+    tracker = Tracker(TrackSettings())
+    per_frame = []
+    for f in range(13):
+        found = make_detections([face_at(100 + 12 * f)], kind=Kind.PLATE) if f % 6 == 0 else None
+        per_frame.append(tracker.update(found, f, period=6))
+    filled = backfill(per_frame, frames=7)
+    for f in range(1, 12):
+        truth = np.asarray(face_at(100 + 12 * f), np.float64)
+        # Some region of the frame is centred on the plate's true place and covers it.
+        best = min(filled[f].xyxy, key=lambda b: np.abs(centre(b) - centre(truth)).max())
+        np.testing.assert_allclose(centre(best), centre(truth), atol=1e-3)
+        assert best[0] <= truth[0] and best[2] >= truth[2]
+    # The tracker alone left the first stride uncovered: its coasting box stayed at frame 0.
+    coasted = per_frame[5].xyxy[0]
+    assert centre(coasted)[0] < centre(np.asarray(face_at(100 + 12 * 5)))[0] - 40
+    # Nothing is added past the window: with frames=4 the 6-frame gap is not bridged.
+    short = backfill(per_frame, frames=4)
+    assert all(len(short[f]) == len(per_frame[f]) for f in range(1, 6))
