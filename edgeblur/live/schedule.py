@@ -43,15 +43,17 @@ BASE_WIDTH = 640
 
 
 def ladder(
-    base: Mapping[str, Cadence], limit: int, base_width: int = BASE_WIDTH
+    base: Mapping[str, Cadence], limit: int | Mapping[str, int], base_width: int = BASE_WIDTH
 ) -> list[dict[str, Cadence]]:
     """Schedules from the configured one to the cheapest, one change per rung.
 
     Order of sacrifice: plates' stride first (plates are the costlier model and cars are big),
     then faces' and plates' strides by turns up to ``limit`` (the longest stride the fail-closed
-    budget allows at the camera's rate), then the face tiles (small faces are what they are
-    for), and last a role configured wider than ``base_width`` runs at it (the smallest plates).
+    budget allows at the camera's rate; one for all roles or one per role), then the face tiles
+    (small faces are what they are for), and last a role configured wider than ``base_width``
+    runs at it (the smallest plates).
     """
+    limits = per_role(limit, base)
     rungs = [dict(base)]
     cur = dict(base)
     order = ["plate", "face"]
@@ -59,7 +61,7 @@ def ladder(
         nxt = dict(cur)
         for role in order:
             c = cur.get(role)
-            if c is not None and c.stride < limit:
+            if c is not None and c.stride < limits[role]:
                 nxt[role] = replace(c, stride=c.stride + 1)
                 order.reverse()  # the other role next
                 break
@@ -79,20 +81,29 @@ def ladder(
     return rungs
 
 
-# The longest gap between two detections detect.auto will choose, whatever the fail-closed
-# budget allows: the tracker carries a moving face well over a few frames, not over half a
-# second (edgeblur eval, labelled video faces: 31/31 at stride 1 and 2, 30/31 at stride 4).
-MAX_GAP_S = 0.16
+# The longest gap between two detections of a role detect.auto will choose, whatever the
+# fail-closed budget allows: the tracker carries a moving face well over a few frames, not over
+# half a second (edgeblur eval, labelled video faces: 31/31 at stride 1 and 2, 30/31 at stride
+# 4). Plates move with cars: on plates sliding 12 px a frame (eval --derived moving, tracker
+# only, as live) every 3rd frame kept the plates of 25 px and wider, every 4th lost some.
+MAX_GAP_S = {"face": 0.16, "plate": 0.12}
 
 
-def stride_limit(fps: float, max_unchecked_s: float, headroom: float = 0.8) -> int:
-    """Longest stride whose gap between detections stays inside the fail-closed budget and
-    within what the tracker carries safely (``MAX_GAP_S``)."""
+def stride_limit(fps: float, max_unchecked_s: float, headroom: float = 0.8) -> dict[str, int]:
+    """Each role's longest stride whose gap between detections stays inside the fail-closed
+    budget and within what the tracker carries safely (``MAX_GAP_S``)."""
     if fps <= 0:
-        return 1
+        return dict.fromkeys(MAX_GAP_S, 1)
     # round() for the tracker's bound: a measured 24.9 fps must not cut 4 frames to 3.
     budget = math.floor(max_unchecked_s * headroom * fps)
-    return max(1, min(budget, round(MAX_GAP_S * fps)))
+    return {role: max(1, min(budget, round(gap * fps))) for role, gap in MAX_GAP_S.items()}
+
+
+def per_role(limit: int | Mapping[str, int], roles: Mapping[str, object]) -> dict[str, int]:
+    """``limit`` for each of ``roles``: one number for all, or a mapping (1 where it is silent)."""
+    if isinstance(limit, Mapping):
+        return {r: max(1, int(limit.get(r, 1))) for r in roles}
+    return dict.fromkeys(roles, max(1, int(limit)))
 
 
 class AutoCadence:
@@ -101,12 +112,12 @@ class AutoCadence:
     def __init__(
         self,
         base: Mapping[str, Cadence],
-        limit: int = 1,
+        limit: int | Mapping[str, int] = 1,
         settings: AutoSettings = AutoSettings(),
     ):
         self.settings = settings
         self.base = dict(base)
-        self.limit = limit
+        self.limit = per_role(limit, self.base)
         self.rungs = ladder(self.base, limit)
         self.level = 0
         self._window_start: float | None = None
@@ -121,10 +132,10 @@ class AutoCadence:
     def cadence(self) -> dict[str, Cadence]:
         return self.rungs[self.level]
 
-    def set_limit(self, limit: int) -> bool:
-        """A new longest stride (the cameras' rates became known or changed); True if the
+    def set_limit(self, limit: int | Mapping[str, int]) -> bool:
+        """New longest strides (the cameras' rates became known or changed); True if the
         current schedule changed."""
-        limit = max(1, limit)
+        limit = per_role(limit, self.base)
         if limit == self.limit:
             return False
         before = self.cadence

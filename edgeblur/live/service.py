@@ -170,7 +170,7 @@ class InferenceWorker:
             elif pub.name not in self._rate or frame.index < idx:
                 self._rate[pub.name] = (frame.index, frame.t_decoded, fps)
 
-    def _limit(self, camera: str) -> int:
+    def _limit(self, camera: str) -> dict[str, int]:
         fps = self._rate.get(camera, (0, 0.0, 0.0))[2]
         return stride_limit(fps, self._max_unchecked_s.get(camera, 0.5))
 
@@ -182,7 +182,8 @@ class InferenceWorker:
         if any(self._rate.get(pub.name, (0, 0.0, 0.0))[2] <= 0 for _s, pub in self.cameras):
             return  # a camera's rate is not known yet, so neither is the longest safe stride
         before = self.auto.level
-        changed = self.auto.set_limit(max(self._limit(pub.name) for _s, pub in self.cameras))
+        limits = [self._limit(pub.name) for _s, pub in self.cameras]
+        changed = self.auto.set_limit({r: max(lim[r] for lim in limits) for r in limits[0]})
         changed |= self.auto.observe(busy_s, self._drops(), time.monotonic())
         if changed:
             for _src, pub in self.cameras:
@@ -207,7 +208,7 @@ class InferenceWorker:
         limit = self._limit(camera) if self.auto is not None else None
         if limit is None:
             return dict(cadence)
-        return {r: replace(c, stride=min(c.stride, limit)) for r, c in cadence.items()}
+        return {r: replace(c, stride=min(c.stride, limit.get(r, 1))) for r, c in cadence.items()}
 
     def describe(self) -> dict[str, Any]:
         """For /status: the schedule per role (strides may differ per camera by its rate)."""
