@@ -20,6 +20,6 @@ bash scripts/setup.sh
 media="${EDGEBLUR_MEDIA:-$HOME/.cache/edgeblur/media}"
 shared="${EDGEBLUR_SHARED:-../shared}"
 PYTHON=.venv/bin/python bash "$shared/media/fetch.sh" "$media"
-.venv/bin/ruff check edgeblur tests
-.venv/bin/ruff format --check edgeblur tests
+.venv/bin/ruff check edgeblur tests benchmarks
+.venv/bin/ruff format --check edgeblur tests benchmarks
 exec .venv/bin/python -m pytest "$@"

@@ -334,6 +334,8 @@ def _exported_metric_names() -> set[str]:
     metrics.camera("gate")
     metrics.batch("centerface")  # the batch-size series exists once a model reports
     metrics.set_runtimes([("centerface", "centerface", "onnxruntime-cpu", "fp32")])  # at start
+    # The schedule series exist once an inference group runs.
+    metrics.schedule("centerface", 0, {"face": (1, 2, 640), "plate": (1, 1, 1280)})
     text = generate_latest(metrics.registry).decode()
     names = set()
     for line in text.splitlines():
