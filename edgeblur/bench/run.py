@@ -220,6 +220,7 @@ def run_child(spec: Spec) -> dict:
         values = samples.values
         stages[s] = {**pct(values), "busy": sum(values) / elapsed}
     batches = [b for s in metrics.batches.values() for b in s.values]
+    exported = [x for family in metrics.registry.collect() for x in family.samples]
     return {
         "elapsed_s": elapsed,
         "fps_total": sum(fps.values()),
@@ -235,15 +236,11 @@ def run_child(spec: Spec) -> dict:
         # What backend: auto chose, per model (edgeblur_runtime_info), and detect.auto's rung.
         "runtimes": sorted(
             f"{x.labels['model']}: {x.labels['runtime']} {x.labels['precision']}"
-            for family in metrics.registry.collect()
-            for x in family.samples
+            for x in exported
             if x.name == "edgeblur_runtime_info"
         ),
         "auto_levels": sorted(
-            int(x.value)
-            for family in metrics.registry.collect()
-            for x in family.samples
-            if x.name == "edgeblur_detect_auto_level"
+            int(x.value) for x in exported if x.name == "edgeblur_detect_auto_level"
         ),
     }
 

@@ -195,8 +195,13 @@ class InferenceWorker:
             )
             self._export_schedule()
 
+    @property
+    def cadence(self) -> dict[str, Cadence]:
+        """The group's schedule in force: detect.auto's rung, else the configured one."""
+        return self.auto.cadence if self.auto is not None else self.base
+
     def _export_schedule(self) -> None:
-        cadence = self.auto.cadence if self.auto is not None else self.base
+        cadence = self.cadence
         level = 0 if self.auto is None else self.auto.level
         self.metrics.schedule(
             self.group, level, {r: (c.stride, c.tiles, c.width) for r, c in cadence.items()}
@@ -204,7 +209,7 @@ class InferenceWorker:
 
     def cadence_of(self, camera: str) -> dict[str, Cadence]:
         """The schedule in force for one camera: the group's rung, capped by its rate."""
-        cadence = self.auto.cadence if self.auto is not None else self.base
+        cadence = self.cadence
         limit = self._limit(camera) if self.auto is not None else None
         if limit is None:
             return dict(cadence)
@@ -212,7 +217,7 @@ class InferenceWorker:
 
     def describe(self) -> dict[str, Any]:
         """For /status: the schedule per role (strides may differ per camera by its rate)."""
-        cadence = self.auto.cadence if self.auto is not None else self.base
+        cadence = self.cadence
         return {
             "auto": self.auto is not None,
             "level": 0 if self.auto is None else self.auto.level,

@@ -91,18 +91,24 @@ class Source:
 
 
 # -- reading the shared media -------------------------------------------------------------------
-def sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
-    """The labelled stills and frames with faces among ``files`` (name → path), in name order."""
+def _labelled(
+    files: dict[str, Path], labels: dict, keep: Callable[[dict], bool], clips: tuple[str, ...]
+) -> Iterator[Source]:
+    """The labelled stills, and frames of the clips of types ``clips``, whose labels ``keep``
+    accepts (a frame's labels carry its clip's width and height), in name order."""
     from edgeblur.io.files import decode_frames, read_image
 
     for name in sorted(files):
         entry = labels[name]
         stem = Path(name).stem
         if entry["type"] == "image":
-            if entry.get("faces"):
+            if keep(entry):
                 yield Source(stem, read_image(files[name]).rgb, entry)
             continue
-        wanted = {int(i): v for i, v in entry.get("frames", {}).items() if v.get("faces")}
+        if entry["type"] not in clips:
+            continue
+        size = {"width": entry.get("width"), "height": entry.get("height")}
+        wanted = {int(i): v for i, v in entry.get("frames", {}).items() if keep({**v, **size})}
         if not wanted:
             continue
         for i, (rgb, _, _) in enumerate(decode_frames(files[name])):
@@ -110,6 +116,11 @@ def sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
                 yield Source(f"{stem}.f{i:04d}", np.ascontiguousarray(rgb), wanted[i])
             if i >= max(wanted):
                 break
+
+
+def sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
+    """The labelled stills and frames with faces among ``files`` (name → path), in name order."""
+    return _labelled(files, labels, lambda e: bool(e.get("faces")), ("video", "gif"))
 
 
 # -- downscaled copies --------------------------------------------------------------------------
@@ -305,8 +316,8 @@ def cctv(path: Path, entry: dict, scale: int, background: np.ndarray | None) -> 
 # -- moving plates -----------------------------------------------------------------------------
 def plate_sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
     """The labelled stills and GIF frames with a plate, not a plate crop (a plate filling its
-    picture says nothing about finding one in a street), in name order."""
-    from edgeblur.io.files import decode_frames, read_image
+    picture says nothing about finding one in a street), in name order. A video's frames move
+    already; a GIF here is a slideshow."""
 
     def scene(entry: dict) -> bool:
         w, h = entry.get("width"), entry.get("height")
@@ -314,20 +325,7 @@ def plate_sources(files: dict[str, Path], labels: dict) -> Iterator[Source]:
         area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max(initial=0)
         return len(boxes) > 0 and (not w or not h or area < 0.25 * w * h)
 
-    for name in sorted(files):
-        entry = labels[name]
-        stem = Path(name).stem
-        if entry["type"] == "image":
-            if scene(entry):
-                yield Source(stem, read_image(files[name]).rgb, entry)
-            continue
-        if entry["type"] != "gif":  # a video's frames move already; a GIF here is a slideshow
-            continue
-        size = {"width": entry["width"], "height": entry["height"]}
-        wanted = {int(i): v for i, v in entry.get("frames", {}).items() if scene({**v, **size})}
-        for i, (rgb, _, _) in enumerate(decode_frames(files[name])):
-            if i in wanted:
-                yield Source(f"{stem}.f{i:04d}", np.ascontiguousarray(rgb), wanted[i])
+    return _labelled(files, labels, scene, ("gif",))
 
 
 def panned(src: Source, speed: int, k: int) -> VideoCase:
